@@ -1,0 +1,72 @@
+# The two commands of the README: `make run` and `make test`. Everything they need is here.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
+UV_VERSION := 0.13.9
+PORT ?= 8000
+HOST ?= 127.0.0.1
+VENDOR := app/static/vendor
+
+export RAPPORT_ENV ?= dev
+
+.PHONY: run test check bench install vendor chromium clean lock
+
+$(VENV)/.installed: requirements-dev.lock pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@test -x $(UV) || $(PY) -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	$(UV) pip install --quiet --python $(PY) -r requirements-dev.lock
+	$(UV) pip install --quiet --python $(PY) --no-deps -e .
+	@touch $@
+
+install: $(VENV)/.installed
+
+# Browser libraries are pinned in package.json/package-lock.json and copied, never committed.
+$(VENDOR)/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --ignore-scripts --loglevel=error
+	@mkdir -p $(VENDOR)/pdfjs
+	cp node_modules/htmx.org/dist/htmx.min.js $(VENDOR)/htmx.min.js
+	cp node_modules/chart.js/dist/chart.umd.min.js $(VENDOR)/chart.umd.min.js
+	cp node_modules/hls.js/dist/hls.min.js $(VENDOR)/hls.min.js
+	cp node_modules/pdfjs-dist/build/pdf.min.mjs node_modules/pdfjs-dist/build/pdf.worker.min.mjs $(VENDOR)/pdfjs/
+	@touch $@
+
+vendor: $(VENDOR)/.installed
+
+# Debian's chromium for the browser tests; installed when missing and we may (root, apt).
+chromium:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian's chromium for the browser tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "chromium is missing: run 'sudo apt-get install -y chromium' for the browser tests"; \
+	  fi; \
+	fi
+
+run: install vendor
+	$(PY) -m app migrate
+	@for d in courses/*/; do $(PY) -m app publish "$$d" || exit $$?; done
+	$(PY) -m app create-user admin@example.com --role admin --if-missing
+	$(PY) -m app serve --host $(HOST) --port $(PORT)
+
+test: install vendor chromium
+	$(PY) -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+
+check: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy app tests bench
+
+bench: install vendor
+	@if ! command -v wrk >/dev/null && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; fi
+	$(PY) bench/run.py
+
+lock: install
+	$(UV) pip compile --quiet --python-version 3.11 pyproject.toml --extra dev -o requirements-dev.lock
+	$(UV) pip compile --quiet --python-version 3.11 pyproject.toml -o requirements.lock
+
+clean:
+	rm -rf $(VENV) node_modules $(VENDOR) var .pytest_cache .mypy_cache .ruff_cache

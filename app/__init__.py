@@ -1,0 +1,1 @@
+"""Rapport: a storefront for one expert's courses and e-books."""

@@ -1,0 +1,184 @@
+"""The `rapport` command line: serve, migrate, publish, create-user."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from sqlmodel import Session
+
+from app.accounts.models import Role
+
+cli = typer.Typer(
+    name="rapport",
+    help="Rapport: courses and e-books that turn buyers into clients.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+
+def _settings():  # type: ignore[no-untyped-def]
+    from app.config import get_settings
+
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        for e in exc.errors():
+            where = ".".join(str(p) for p in e["loc"]) or "settings"
+            err.print(f"[red]configuration error[/red] {where}: {e['msg']}")
+        raise typer.Exit(2) from exc
+
+
+@cli.command()
+def migrate() -> None:
+    """Bring the database schema up to date."""
+    from app import migrate as m
+
+    settings = _settings()
+    m.upgrade(settings.database_url)
+    out.print("[green]database is up to date[/green]")
+
+
+@cli.command()
+def serve(
+    host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar="PORT", min=1, max=65535)] = 8000,
+    workers: Annotated[int, typer.Option(min=1, max=64)] = 1,
+    migrate_first: Annotated[bool, typer.Option("--migrate/--no-migrate")] = True,
+) -> None:
+    """Migrate, then serve the app with uvicorn."""
+    import uvicorn
+
+    from app import migrate as m
+
+    settings = _settings()
+    if migrate_first:
+        m.upgrade(settings.database_url)
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104
+    out.print(f"[bold]Rapport[/bold] serving on [link]http://{shown}:{port}[/link]")
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        proxy_headers=True,
+        log_level="warning",
+    )
+
+
+@cli.command()
+def publish(
+    path: Annotated[Path, typer.Argument(help="a course folder, e.g. courses/trust-at-a-distance")],
+) -> None:
+    """Create or update a product from a course folder (idempotent)."""
+    from app.catalog.manifest import ManifestError
+    from app.catalog.service import inspect_folder, publish_folder
+    from app.db import make_engine
+    from app.delivery.storage import StorageError, make_storage
+
+    settings = _settings()
+    try:
+        inspect_folder(path)  # validate fully before touching database or storage
+    except ManifestError as exc:
+        err.print(f"[red]error[/red] {exc.path}: field [bold]{exc.field}[/bold]: {exc.message}")
+        err.print("nothing was changed")
+        raise typer.Exit(2) from exc
+
+    engine = make_engine(settings.database_url)
+    storage = make_storage(settings)
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=False,
+    ) as progress:
+
+        def track(name: str, size: int, _index: int):  # type: ignore[no-untyped-def]
+            task = progress.add_task(f"uploading {name}", total=size)
+            return lambda n: progress.advance(task, n)
+
+        try:
+            with Session(engine) as session:
+                report = publish_folder(
+                    session=session, storage=storage, folder=path, progress=track
+                )
+                session.commit()
+        except ManifestError as exc:
+            err.print(f"[red]error[/red] {exc.path}: field [bold]{exc.field}[/bold]: {exc.message}")
+            raise typer.Exit(2) from exc
+        except StorageError as exc:
+            err.print(f"[red]storage error[/red] {exc}; the database was not changed")
+            raise typer.Exit(1) from exc
+    engine.dispose()
+    verb = "created" if report.created else "updated"
+    uploaded = (
+        f"uploaded {len(report.uploaded)} file(s), {report.uploaded_bytes / 1e6:.1f} MB"
+        if report.uploaded
+        else "nothing uploaded"
+    )
+    out.print(
+        f"[green]{verb}[/green] [bold]{report.slug}[/bold]: {uploaded}; "
+        f"{report.reused} unchanged file(s) reused; lessons: {report.lessons_added} added, "
+        f"{report.lessons_updated} updated, {report.lessons_unchanged} unchanged, "
+        f"{report.lessons_removed} removed"
+    )
+
+
+@cli.command("create-user")
+def create_user(
+    email: Annotated[str, typer.Argument(help="the user's email address")],
+    role: Annotated[Role, typer.Option(help="buyer, author or admin")] = Role.buyer,
+    name: Annotated[str, typer.Option(help="display name")] = "",
+    if_missing: Annotated[
+        bool, typer.Option("--if-missing", help="succeed quietly when the user exists")
+    ] = False,
+) -> None:
+    """Create a user with a role."""
+    from app.accounts import service
+    from app.db import make_engine
+
+    settings = _settings()
+    engine = make_engine(settings.database_url)
+    with Session(engine) as session:
+        try:
+            existing = service.get_user_by_email(
+                session=session, email=service.normalize_email(email)
+            )
+            if existing and if_missing:
+                out.print(f"{existing.role} {existing.email} exists")
+                return
+            user = service.create_user(session=session, email=email, role=role, name=name)
+            session.commit()
+            out.print(f"[green]created[/green] {user.role} {user.email} (id {user.id})")
+        except service.AccountError as exc:
+            err.print(f"[red]error[/red] {exc}")
+            raise typer.Exit(2) from exc
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""Settings: every knob of Rapport, read from RAPPORT_* environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_SECRET = "dev-insecure-change-me"  # noqa: S105 - the known value that is refused outside dev
+
+
+class Settings(BaseSettings):
+    """All configuration; `RAPPORT_` prefix, optional `.env` file."""
+
+    model_config = SettingsConfigDict(env_prefix="RAPPORT_", env_file=".env", extra="ignore")
+
+    env: Literal["dev", "test", "production"] = "dev"
+    secret_key: str = DEV_SECRET
+    base_url: str = "http://127.0.0.1:8000"
+    database_url: str = "sqlite:///var/rapport.db"
+    data_dir: Path = Path("var")
+
+    storage: Literal["local", "s3"] = "local"
+    media_dir: Path = Path("var/media")
+    s3_bucket: str = "rapport-media"
+    s3_endpoint_url: str | None = None
+    s3_region: str = "eu-central-1"
+    s3_prefix: str = ""
+    download_url_ttl: int = Field(default=600, ge=10, le=7 * 24 * 3600)
+
+    stripe_secret_key: str | None = None
+    stripe_webhook_secret: str | None = None
+    stripe_api_base: str | None = None
+
+    redis_url: str | None = None
+    smtp_url: str | None = None
+
+    default_locale: Literal["en", "de"] = "en"
+    log_level: str = "INFO"
+    log_json: bool = True
+    access_log: bool = True
+
+    @model_validator(mode="after")
+    def _refuse_dev_secret(self) -> Settings:
+        if self.env == "production":
+            if self.secret_key == DEV_SECRET or len(self.secret_key) < 32:
+                raise ValueError(
+                    "RAPPORT_SECRET_KEY must be set to a random value of 32+ characters in "
+                    "production (python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+                )
+            if self.database_url.startswith("sqlite"):
+                raise ValueError("RAPPORT_DATABASE_URL must point at PostgreSQL in production")
+        return self
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.database_url.startswith("postgresql")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

@@ -1,0 +1,1 @@
+"""Modules that talk to the outside world (S3, Stripe, SMTP, queues)."""

@@ -1,0 +1,86 @@
+"""The application factory."""
+
+from __future__ import annotations
+
+import mimetypes
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import RedirectResponse
+from fastapi.staticfiles import StaticFiles
+
+from app import ops
+from app.catalog import pages as catalog_pages
+from app.catalog.cache import PageCache
+from app.catalog.changes import CatalogWatcher
+from app.config import Settings, get_settings
+from app.db import make_engine
+from app.delivery import routes as delivery_routes
+from app.delivery.storage import make_storage
+from app.errors import install_error_handlers
+from app.logs import RequestContextMiddleware, configure_logging
+from app.web import LOCALE_COOKIE, LOCALES
+
+STATIC = Path(__file__).resolve().parent / "static"
+mimetypes.add_type("video/mp2t", ".ts")
+mimetypes.add_type("text/vtt", ".vtt")
+mimetypes.add_type("text/javascript", ".mjs")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app: engine, storage, catalog change feed, routes, error pages."""
+    settings = settings or get_settings()
+    configure_logging(level=settings.log_level, json=settings.log_json)
+    engine = make_engine(settings.database_url)
+    storage = make_storage(settings)
+    watcher = CatalogWatcher(settings.database_url)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await watcher.start()
+        try:
+            yield
+        finally:
+            await watcher.stop()
+            engine.dispose()
+
+    app = FastAPI(
+        title="Rapport",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url="/api/docs",
+        redoc_url=None,
+        openapi_url="/openapi.json",
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.storage = storage
+    app.state.catalog_watcher = watcher
+    app.state.page_cache = PageCache(watcher)
+
+    app.add_middleware(RequestContextMiddleware, access_log=settings.access_log)
+    install_error_handlers(app)
+    app.mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static")
+    app.include_router(ops.router)
+    app.include_router(catalog_pages.router)
+    app.include_router(delivery_routes.router)
+
+    @app.get("/lang/{code}", include_in_schema=False)
+    async def switch_language(code: str, request: Request, next: str = "/") -> RedirectResponse:
+        # Only local paths: never redirect to another site.
+        target = next if next.startswith("/") and not next.startswith(("//", "/\\")) else "/"
+        response = RedirectResponse(target, status_code=303)
+        if code in LOCALES:
+            response.set_cookie(
+                LOCALE_COOKIE,
+                code,
+                max_age=365 * 24 * 3600,
+                samesite="lax",
+                httponly=True,
+                secure=settings.base_url.startswith("https"),
+            )
+        return response
+
+    return app

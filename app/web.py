@@ -1,0 +1,119 @@
+"""Jinja2 environment, locale negotiation and the helpers every page template uses."""
+
+from __future__ import annotations
+
+import io
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from babel.messages.mofile import write_mo
+from babel.messages.pofile import read_po
+from babel.numbers import format_currency
+from babel.support import Translations
+from fastapi import Request
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup
+
+from app.markdown import render_markdown
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATES = ROOT / "templates"
+LOCALE_DIR = Path(__file__).resolve().parent / "locale"
+LOCALES = ("en", "de")
+LOCALE_NAMES = {"en": "English", "de": "Deutsch"}
+LOCALE_COOKIE = "lang"
+
+
+@lru_cache
+def translations(locale: str) -> Translations:
+    """Compiled gettext catalog for a locale, built from the .po file at first use."""
+    po = LOCALE_DIR / locale / "LC_MESSAGES" / "messages.po"
+    if not po.exists():
+        return Translations()
+    with po.open("rb") as f:
+        catalog = read_po(f, locale=locale)
+    buf = io.BytesIO()
+    write_mo(buf, catalog)
+    buf.seek(0)
+    return Translations(buf)
+
+
+def negotiate_locale(request: Request, default: str = "en") -> str:
+    """Cookie choice first, then the best Accept-Language match, then the default."""
+    chosen = request.cookies.get(LOCALE_COOKIE)
+    if chosen in LOCALES:
+        return chosen
+    header = request.headers.get("accept-language", "")
+    best, best_q = default, -1.0
+    for part in header.split(",")[:20]:
+        lang, _, params = part.strip().partition(";")
+        code = lang.strip().lower()[:2]
+        q = 1.0
+        if params.strip().startswith("q="):
+            try:
+                q = float(params.strip()[2:])
+            except ValueError:
+                continue
+        if code in LOCALES and q > best_q:
+            best, best_q = code, q
+    return best
+
+
+def pick(text: dict[str, str] | None, locale: str) -> str:
+    """The text in the wanted language, else English, else any."""
+    if not text:
+        return ""
+    return text.get(locale) or text.get("en") or next(iter(text.values()), "")
+
+
+def money(amount: int, currency: str, locale: str) -> str:
+    """Minor units to a localized price, e.g. 14900 EUR -> '149,00 €' in German."""
+    return str(format_currency(amount / 100, currency, locale=locale))
+
+
+def duration(seconds: float | None) -> str:
+    if not seconds:
+        return ""
+    total = round(seconds)
+    minutes, secs = divmod(total, 60)
+    return f"{minutes}:{secs:02d}"
+
+
+def make_env() -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(TEMPLATES),
+        autoescape=select_autoescape(["html", "xml"]),
+        trim_blocks=True,
+        lstrip_blocks=True,
+        auto_reload=False,
+    )
+    env.globals.update(LOCALES=LOCALES, LOCALE_NAMES=LOCALE_NAMES)
+    env.filters.update(
+        pick=pick, money=money, duration=duration, markdown=lambda s: Markup(render_markdown(s))
+    )
+    return env
+
+
+_env: Environment | None = None
+
+
+def env() -> Environment:
+    global _env
+    if _env is None:
+        _env = make_env()
+    return _env
+
+
+def render(template: str, *, locale: str, **context: Any) -> str:
+    """Render a page template in a locale."""
+    tr = translations(locale)
+    environment = env()
+    tmpl = environment.get_template(template)
+    return tmpl.render(
+        locale=locale,
+        _=tr.gettext,
+        gettext=tr.gettext,
+        ngettext=tr.ngettext,
+        **context,
+    )
