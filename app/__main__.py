@@ -19,6 +19,7 @@ from rich.progress import (
 from sqlmodel import Session
 
 from app.accounts.models import Role
+from app.config import Settings
 
 cli = typer.Typer(
     name="rapport",
@@ -31,7 +32,7 @@ out = Console()
 err = Console(stderr=True)
 
 
-def _settings():  # type: ignore[no-untyped-def]
+def _settings() -> Settings:
     from app.config import get_settings
 
     try:

@@ -55,7 +55,9 @@ def error_response(
     title = TITLES.get(status, "Error")
     if _wants_json(request):
         return JSONResponse(
-            {"detail": detail or title, "status": status}, status_code=status, headers=headers
+            {"detail": detail or ("Not found" if status == 404 else title), "status": status},
+            status_code=status,
+            headers=headers,
         )
     locale = negotiate_locale(request, request.app.state.settings.default_locale)
     tr = translations(locale)

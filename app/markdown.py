@@ -11,4 +11,4 @@ _md = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": 
 
 def render_markdown(source: str) -> str:
     """Safe HTML for a Markdown text (raw HTML is escaped, not passed through)."""
-    return _md.render(source or "")
+    return str(_md.render(source or ""))

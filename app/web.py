@@ -90,7 +90,10 @@ def make_env() -> Environment:
     )
     env.globals.update(LOCALES=LOCALES, LOCALE_NAMES=LOCALE_NAMES)
     env.filters.update(
-        pick=pick, money=money, duration=duration, markdown=lambda s: Markup(render_markdown(s))
+        pick=pick,
+        money=money,
+        duration=duration,
+        markdown=lambda s: Markup(render_markdown(s)),  # noqa: S704 - raw HTML is escaped
     )
     return env
 

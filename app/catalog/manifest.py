@@ -1,4 +1,4 @@
-"""The course folder format: `courses/<slug>/course.toml` plus media, validated before any change."""
+"""The course folder format: `courses/<slug>/course.toml` plus media, checked before any change."""
 
 from __future__ import annotations
 

@@ -26,8 +26,10 @@ from app.delivery.storage import (
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
 
-# Multipart above 16 MiB, 8 MiB parts: memory stays bounded whatever the file size.
-TRANSFER = TransferConfig(multipart_threshold=16 * CHUNK, multipart_chunksize=8 * CHUNK)
+# Multipart above 8 MiB in 8 MiB parts, 4 at a time: at most ~32 MiB in memory, whatever the size.
+TRANSFER = TransferConfig(
+    multipart_threshold=8 * CHUNK, multipart_chunksize=8 * CHUNK, max_concurrency=4
+)
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
 
 

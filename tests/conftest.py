@@ -1,0 +1,286 @@
+"""Shared fixtures: real databases (SQLite and PostgreSQL), real S3 over HTTP (moto server)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx2 as httpx
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+from sqlmodel import Session
+
+from app import migrate
+from app.config import Settings, get_settings
+from app.db import make_engine, metadata, normalize_url
+from app.delivery.storage import LocalStorage, Storage
+from app.integrations.s3 import S3Storage
+from app.main import create_app
+
+ROOT = Path(__file__).resolve().parent.parent
+COURSES = ROOT / "courses"
+IN_CI = os.environ.get("CI", "").lower() in ("true", "1", "yes")
+PG_ADMIN_URL = normalize_url(
+    os.environ.get(
+        "RAPPORT_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+    )
+)
+
+# boto3 needs credentials to sign; moto accepts any.
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+os.environ.setdefault("AWS_DEFAULT_REGION", "eu-central-1")
+for _name in list(os.environ):
+    if _name.startswith("RAPPORT_") and _name != "RAPPORT_TEST_DATABASE_URL":
+        del os.environ[_name]  # a developer's own settings must not leak into the tests
+
+
+def missing(what: str, how: str) -> None:
+    """Skip on a laptop without the service; in CI a missing service is a failure."""
+    message = f"{what} is not available: {how}"
+    if IN_CI:
+        pytest.fail(f"CI=true: {message}", pytrace=False)
+    pytest.skip(message)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# Databases ----------------------------------------------------------------------------------
+
+
+def _admin_engine() -> Engine:
+    engine = create_engine(
+        PG_ADMIN_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3}
+    )
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as exc:
+        engine.dispose()
+        missing(
+            "PostgreSQL",
+            f"could not connect to {make_url(PG_ADMIN_URL).render_as_string()} "
+            f"({type(exc).__name__}). "
+            "Start a server or set RAPPORT_TEST_DATABASE_URL to an admin connection URL, e.g. "
+            "postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
+        )
+    return engine
+
+
+def create_pg_database() -> str:
+    """A new, empty PostgreSQL database; returns its URL."""
+    name = f"rapport_test_{uuid.uuid4().hex[:12]}"
+    engine = _admin_engine()
+    with engine.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    return make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_pg_database(url: str) -> None:
+    name = make_url(url).database
+    engine = _admin_engine()
+    with engine.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def pg_available() -> None:
+    _admin_engine().dispose()
+
+
+@pytest.fixture
+def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, un-migrated database of the backend named by the test's `backend` param."""
+    backend = getattr(request, "param", "sqlite")
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'empty.db'}"
+        return
+    url = create_pg_database()
+    try:
+        yield url
+    finally:
+        drop_pg_database(url)
+
+
+@pytest.fixture(
+    scope="session", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def database_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A database built by `alembic upgrade head`, once per backend and test process."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'rapport.db'}"
+        migrate.upgrade(url)
+        yield url
+        return
+    url = create_pg_database()
+    try:
+        migrate.upgrade(url)
+        yield url
+    finally:
+        drop_pg_database(url)
+
+
+@pytest.fixture(scope="session")
+def _engines() -> Iterator[dict[str, Engine]]:
+    engines: dict[str, Engine] = {}
+    yield engines
+    for engine in engines.values():
+        engine.dispose()
+
+
+@pytest.fixture
+def engine(database_url: str, _engines: dict[str, Engine]) -> Iterator[Engine]:
+    """The migrated database, emptied after each test so that tests never share rows."""
+    eng = _engines.get(database_url) or _engines.setdefault(database_url, make_engine(database_url))
+    yield eng
+    tables = [t.name for t in reversed(metadata.sorted_tables)]
+    with eng.begin() as conn:
+        if eng.dialect.name == "postgresql":
+            conn.execute(
+                text(
+                    "TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY CASCADE"
+                )
+            )
+        else:
+            for t in tables:
+                conn.execute(text(f'DELETE FROM "{t}"'))
+
+
+@pytest.fixture
+def session(engine: Engine) -> Iterator[Session]:
+    with Session(engine) as s:
+        yield s
+
+
+# S3 through moto's real HTTP server --------------------------------------------------------
+
+
+class MotoServer:
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self._server: object | None = None
+
+    def start(self) -> None:
+        from moto.server import ThreadedMotoServer
+
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        server.start()
+        self._server = server
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()  # type: ignore[attr-defined]
+            self._server = None
+
+
+@pytest.fixture(scope="session")
+def moto() -> Iterator[MotoServer]:
+    server = MotoServer(free_port())
+    try:
+        server.start()
+    except Exception as exc:  # pragma: no cover - only when moto[server] is broken
+        missing("moto's S3 server", f"{exc}; install the dev dependencies (make install)")
+    yield server
+    server.stop()
+
+
+def make_bucket(endpoint: str) -> str:
+    bucket = f"rapport-test-{uuid.uuid4().hex[:10]}"
+    S3Storage(bucket=bucket, endpoint_url=endpoint).client.create_bucket(
+        Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-central-1"}
+    )
+    return bucket
+
+
+@pytest.fixture
+def s3_bucket(moto: MotoServer) -> str:
+    return make_bucket(moto.url)
+
+
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
+def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
+    """Each storage backend in turn: a local folder, and a bucket on moto's S3 server."""
+    if request.param == "local":
+        return LocalStorage(tmp_path / "media", secret="test-secret")
+    moto: MotoServer = request.getfixturevalue("moto")
+    return S3Storage(bucket=make_bucket(moto.url), endpoint_url=moto.url)
+
+
+# The app ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def settings(database_url: str, engine: Engine, tmp_path: Path) -> Settings:
+    return Settings(
+        env="test",
+        secret_key="test-secret-key-with-enough-length-0123456789",
+        database_url=database_url,
+        media_dir=tmp_path / "media",
+        data_dir=tmp_path,
+        log_json=True,
+        access_log=False,
+        _env_file=None,
+    )
+
+
+@pytest.fixture
+def app(settings: Settings) -> FastAPI:
+    return create_app(settings)
+
+
+@pytest.fixture
+def client(app: FastAPI) -> Iterator[TestClient]:
+    with TestClient(app, raise_server_exceptions=False) as c:
+        yield c
+
+
+@pytest.fixture
+def course_copy(tmp_path: Path) -> Path:
+    """A writable copy of the demo course folder."""
+    target = tmp_path / "courses" / "trust-at-a-distance"
+    shutil.copytree(COURSES / "trust-at-a-distance", target)
+    return target
+
+
+@pytest.fixture(autouse=True)
+def _fresh_settings_cache() -> Iterator[None]:
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def client_for_storage(storage: Storage, tmp_path: Path) -> Iterator[httpx.Client]:
+    """An HTTP client that can follow the storage's download URLs (the app's /media for local)."""
+    if isinstance(storage, LocalStorage):
+        app = create_app(
+            Settings(
+                env="test",
+                database_url=f"sqlite:///{tmp_path / 'media-test.db'}",
+                media_dir=storage.root,
+                secret_key="test-secret",
+                access_log=False,
+                _env_file=None,
+            )
+        )
+        with TestClient(app, base_url="http://testserver") as c:
+            yield c
+    else:
+        with httpx.Client() as c:
+            yield c

@@ -1,0 +1,117 @@
+"""The catalog in a real browser: Debian's chromium driven by Playwright."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import COURSES, ROOT, free_port, missing
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+ARTIFACTS = ROOT / "tests" / "artifacts"
+
+pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser")]
+
+
+@pytest.fixture(scope="module")
+def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`rapport serve` in its own process, on a fresh SQLite database with the demo published."""
+    tmp = tmp_path_factory.mktemp("live")
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("RAPPORT_")},
+        "RAPPORT_DATABASE_URL": f"sqlite:///{tmp / 'live.db'}",
+        "RAPPORT_MEDIA_DIR": str(tmp / "media"),
+        "RAPPORT_ACCESS_LOG": "false",
+    }
+    subprocess.run(
+        [sys.executable, "-m", "app", "migrate"], env=env, check=True, cwd=ROOT, capture_output=True
+    )
+    for folder in sorted(p for p in COURSES.iterdir() if (p / "course.toml").exists()):
+        subprocess.run(
+            [sys.executable, "-m", "app", "publish", str(folder)],
+            env=env,
+            check=True,
+            cwd=ROOT,
+            capture_output=True,
+        )
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app", "serve", "--port", str(port)],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/healthz", timeout=1).close()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                err = proc.stderr.read().decode() if proc.stderr else ""
+                raise RuntimeError(f"rapport serve did not start: {err}") from None
+            time.sleep(0.2)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    if not Path(CHROMIUM).exists():
+        missing(
+            "Debian's chromium",
+            "run `sudo apt-get install -y chromium` (make test does this as root)",
+        )
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()
+
+
+def test_catalog_in_chromium(live_server: str, browser: object) -> None:
+    errors: list[str] = []
+    page = browser.new_page(viewport={"width": 1280, "height": 900}, locale="en-US")  # type: ignore[attr-defined]
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(live_server + "/")
+    cards = page.locator(".card")
+    assert cards.count() == 2
+    assert page.locator("h1").inner_text() == "Build trust before the first call."
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "catalog.png"), full_page=True)
+
+    page.get_by_role("link", name="Trust at a Distance").first.click()
+    page.wait_for_url("**/products/trust-at-a-distance")
+    assert page.locator(".outline-module").count() == 3
+    assert page.locator(".free").count() >= 2
+    page.screenshot(path=str(ARTIFACTS / "product.png"), full_page=True)
+
+    page.get_by_role("link", name="DE").click()
+    page.wait_for_url("**/products/trust-at-a-distance")
+    assert page.locator("html").get_attribute("lang") == "de"
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.screenshot(path=str(ARTIFACTS / "product-de-mobile.png"), full_page=True)
+    assert errors == [], errors  # the pages work under the Content-Security-Policy
