@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from pydantic import ValidationError
@@ -16,6 +16,7 @@ from rich.progress import (
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
 
 from app.accounts.models import Role
@@ -44,13 +45,23 @@ def _settings() -> Settings:
         raise typer.Exit(2) from exc
 
 
+def _database_error(exc: Exception) -> NoReturn:
+    first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+    err.print(f"[red]database error[/red] {first}")
+    err.print("is the database reachable and migrated? (`rapport migrate`); nothing was changed")
+    raise typer.Exit(1) from exc
+
+
 @cli.command()
 def migrate() -> None:
     """Bring the database schema up to date."""
     from app import migrate as m
 
     settings = _settings()
-    m.upgrade(settings.database_url)
+    try:
+        m.upgrade(settings.database_url)
+    except SQLAlchemyError as exc:
+        _database_error(exc)
     out.print("[green]database is up to date[/green]")
 
 
@@ -68,7 +79,10 @@ def serve(
 
     settings = _settings()
     if migrate_first:
-        m.upgrade(settings.database_url)
+        try:
+            m.upgrade(settings.database_url)
+        except SQLAlchemyError as exc:
+            _database_error(exc)
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104
     out.print(f"[bold]Rapport[/bold] serving on [link]http://{shown}:{port}[/link]")
     uvicorn.run(
@@ -131,6 +145,8 @@ def publish(
         except StorageError as exc:
             err.print(f"[red]storage error[/red] {exc}; the database was not changed")
             raise typer.Exit(1) from exc
+        except SQLAlchemyError as exc:
+            _database_error(exc)
     engine.dispose()
     verb = "created" if report.created else "updated"
     uploaded = (
@@ -175,6 +191,8 @@ def create_user(
         except service.AccountError as exc:
             err.print(f"[red]error[/red] {exc}")
             raise typer.Exit(2) from exc
+        except SQLAlchemyError as exc:
+            _database_error(exc)
 
 
 def main() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -20,11 +20,11 @@ class Settings(BaseSettings):
     env: Literal["dev", "test", "production"] = "dev"
     secret_key: str = DEV_SECRET
     base_url: str = "http://127.0.0.1:8000"
-    database_url: str = "sqlite:///var/rapport.db"
     data_dir: Path = Path("var")
+    database_url: str = ""  # empty: SQLite file data_dir/rapport.db
 
     storage: Literal["local", "s3"] = "local"
-    media_dir: Path = Path("var/media")
+    media_dir: Path = Path()  # empty: data_dir/media
     s3_bucket: str = "rapport-media"
     s3_endpoint_url: str | None = None
     s3_region: str = "eu-central-1"
@@ -42,6 +42,22 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = True
     access_log: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_means_unset(cls, data: Any) -> Any:
+        # RAPPORT_S3_ENDPOINT_URL= in an env file means "not set", not an empty URL.
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if v != ""}
+        return data
+
+    @model_validator(mode="after")
+    def _derived_paths(self) -> Settings:
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.data_dir / 'rapport.db'}"
+        if self.media_dir == Path():
+            self.media_dir = self.data_dir / "media"
+        return self
 
     @model_validator(mode="after")
     def _refuse_dev_secret(self) -> Settings:

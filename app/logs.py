@@ -37,21 +37,24 @@ class RequestContextMiddleware:
     Plain ASGI rather than BaseHTTPMiddleware: it sits on every request, the hot ones too.
     """
 
-    HEADERS = [
-        (b"x-content-type-options", b"nosniff"),
-        (b"referrer-policy", b"strict-origin-when-cross-origin"),
-        (b"x-frame-options", b"DENY"),
-        (
-            b"content-security-policy",
-            b"default-src 'self'; img-src 'self' data: blob: https:; media-src 'self' blob: https:;"
-            b" connect-src 'self' https:; worker-src 'self' blob:; frame-ancestors 'none';"
-            b" base-uri 'self'; form-action 'self' https:; object-src 'none'",
-        ),
-    ]
-
-    def __init__(self, app: ASGIApp, *, access_log: bool = True) -> None:
+    def __init__(
+        self, app: ASGIApp, *, access_log: bool = True, media_origins: tuple[str, ...] = ()
+    ) -> None:
         self.app = app
         self.access_log = access_log
+        # Media may come from the S3 endpoint (presigned URLs), which may be plain http in dev.
+        media = " ".join(("'self'", "blob:", "https:", *media_origins))
+        csp = (
+            f"default-src 'self'; img-src 'self' data: {media}; media-src {media};"
+            f" connect-src {media}; worker-src 'self' blob:; frame-ancestors 'none';"
+            " base-uri 'self'; form-action 'self' https:; object-src 'none'"
+        )
+        self.HEADERS = [
+            (b"x-content-type-options", b"nosniff"),
+            (b"referrer-policy", b"strict-origin-when-cross-origin"),
+            (b"x-frame-options", b"DENY"),
+            (b"content-security-policy", csp.encode()),
+        ]
         self.log = structlog.get_logger("rapport.access")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

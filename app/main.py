@@ -6,6 +6,7 @@ import mimetypes
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse
@@ -60,7 +61,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.catalog_watcher = watcher
     app.state.page_cache = PageCache(watcher)
 
-    app.add_middleware(RequestContextMiddleware, access_log=settings.access_log)
+    media_origins: tuple[str, ...] = ()
+    if settings.storage == "s3" and settings.s3_endpoint_url:
+        endpoint = urlsplit(settings.s3_endpoint_url)
+        media_origins = (f"{endpoint.scheme}://{endpoint.netloc}",)
+    app.add_middleware(
+        RequestContextMiddleware, access_log=settings.access_log, media_origins=media_origins
+    )
     install_error_handlers(app)
     app.mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static")
     app.include_router(ops.router)

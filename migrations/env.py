@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import Connection
+from sqlalchemy import Connection, text
 
 import app.models  # noqa: F401 - registers every table on the metadata
 from app.config import get_settings
@@ -12,7 +12,24 @@ from app.db import make_engine, metadata
 config = context.config
 
 
+# Replicas that start together must not migrate at the same time.
+MIGRATION_LOCK = 0x7261_7070  # "rapp"
+
+
 def _run(connection: Connection) -> None:
+    postgres = connection.dialect.name == "postgresql"
+    if postgres:
+        connection.execute(text("SELECT pg_advisory_lock(:k)"), {"k": MIGRATION_LOCK})
+        connection.commit()
+    try:
+        _migrate(connection)
+    finally:
+        if postgres:
+            connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": MIGRATION_LOCK})
+            connection.commit()
+
+
+def _migrate(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=metadata,
@@ -32,6 +49,7 @@ def run_migrations_online() -> None:
     engine = make_engine(url)
     with engine.connect() as conn:
         _run(conn)
+        conn.commit()
     engine.dispose()
 
 

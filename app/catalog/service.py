@@ -24,6 +24,7 @@ from app.catalog.models import (
     ProductKind,
     ProductStatus,
 )
+from app.delivery.media_info import mp4_duration
 from app.delivery.storage import Storage, new_key
 from app.models_base import utcnow
 
@@ -166,6 +167,7 @@ class MediaFile:
     sha256: str
     size: int
     content_type: str
+    duration: float | None = None
 
 
 UploadProgress = Callable[[str, int, int], Callable[[int], None]]
@@ -202,7 +204,12 @@ def inspect_folder(folder: Path) -> tuple[ProductSpec, dict[str, MediaFile], dic
                 path = files[f"{base}.file"]
                 ctype = _content_type(manifest, f"{base}.file", lesson.kind, path)
                 media[lesson.key] = MediaFile(
-                    f"{base}.file", path, _sha256(path), path.stat().st_size, ctype
+                    f"{base}.file",
+                    path,
+                    _sha256(path),
+                    path.stat().st_size,
+                    ctype,
+                    mp4_duration(path) if ctype == "video/mp4" else None,
                 )
             elif lesson.file:
                 raise ManifestError(manifest, f"{base}.file", f"a {lesson.kind} lesson has no file")
@@ -230,6 +237,9 @@ def _asset_for(
     ).first()
     if existing and storage.exists(existing.storage_key):
         report.reused += 1
+        if existing.duration_seconds is None and mf.duration:
+            existing.duration_seconds = mf.duration
+            session.add(existing)
         return existing
     asset = existing or Asset(
         storage_key=new_key("assets", mf.path.name),
@@ -237,6 +247,7 @@ def _asset_for(
         size=mf.size,
         sha256=mf.sha256,
         original_filename=mf.path.name,
+        duration_seconds=mf.duration,
     )
     callback = progress(mf.path.name, mf.size, len(report.uploaded)) if progress else None
     with mf.path.open("rb") as f:

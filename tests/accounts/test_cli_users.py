@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session, select
@@ -9,6 +11,7 @@ from typer.testing import CliRunner
 
 from app.__main__ import cli
 from app.accounts.models import Role, User
+from tests.conftest import COURSES, free_port
 
 
 @pytest.fixture
@@ -54,3 +57,15 @@ def test_bad_settings_are_a_clear_cli_error(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("RAPPORT_STORAGE", "floppy")
     result = CliRunner().invoke(cli, ["migrate"])
     assert result.exit_code == 2 and "storage" in result.output
+
+
+def test_unreachable_or_unmigrated_database_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RAPPORT_DATABASE_URL", f"sqlite:///{tmp_path / 'blank.db'}")
+    monkeypatch.setenv("RAPPORT_MEDIA_DIR", str(tmp_path / "media"))
+    result = CliRunner().invoke(cli, ["publish", str(COURSES / "linkedin-playbook")])
+    assert result.exit_code == 1 and "rapport migrate" in result.output
+    monkeypatch.setenv("RAPPORT_DATABASE_URL", f"postgresql://nobody@127.0.0.1:{free_port()}/x")
+    result = CliRunner().invoke(cli, ["create-user", "x@example.com"])
+    assert result.exit_code == 1 and "database error" in result.output

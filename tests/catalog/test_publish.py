@@ -176,3 +176,11 @@ def test_cli_reports_nothing_uploaded_on_second_run(
     second = runner.invoke(cli, ["publish", folder])
     assert second.exit_code == 0, second.output
     assert "nothing uploaded" in " ".join(second.output.split())
+
+
+def test_video_durations_are_read_from_the_files(session: Session, storage: Storage) -> None:
+    publish(session, storage, COURSES / "trust-at-a-distance")
+    videos = session.exec(select(Asset).where(Asset.content_type == "video/mp4")).all()
+    assert videos and all(v.duration_seconds and 7 < v.duration_seconds < 9 for v in videos)
+    pdf = session.exec(select(Asset).where(Asset.content_type == "application/pdf")).one()
+    assert pdf.duration_seconds is None
