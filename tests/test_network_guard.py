@@ -1,0 +1,13 @@
+"""Tests never reach the internet: only loopback connections are allowed."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from pytest_socket import SocketBlockedError
+
+
+def test_non_loopback_connections_are_blocked() -> None:
+    with pytest.raises(SocketBlockedError):
+        socket.create_connection(("192.0.2.1", 80), timeout=0.1)  # TEST-NET-1, never routed
