@@ -14,7 +14,7 @@ from fastapi.staticfiles import StaticFiles
 
 from app import ops
 from app.catalog import pages as catalog_pages
-from app.catalog.cache import PageCache
+from app.catalog.cache import CachedPages, PageCache
 from app.catalog.changes import CatalogWatcher
 from app.config import Settings, get_settings
 from app.db import make_engine
@@ -66,12 +66,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         endpoint = urlsplit(settings.s3_endpoint_url)
         media_origins = (f"{endpoint.scheme}://{endpoint.netloc}",)
     app.add_middleware(
+        CachedPages, cache=app.state.page_cache, default_locale=settings.default_locale
+    )
+    app.add_middleware(
         RequestContextMiddleware, access_log=settings.access_log, media_origins=media_origins
     )
     install_error_handlers(app)
-    app.mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static")
-    app.include_router(ops.router)
+    # Order matters for speed: the catalog is the hottest route, so it is matched first.
     app.include_router(catalog_pages.router)
+    app.include_router(ops.router)
     app.include_router(delivery_routes.router)
 
     @app.get("/lang/{code}", include_in_schema=False)
@@ -90,4 +93,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
         return response
 
+    app.mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static")
     return app

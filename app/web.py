@@ -41,10 +41,15 @@ def translations(locale: str) -> Translations:
 
 def negotiate_locale(request: Request, default: str = "en") -> str:
     """Cookie choice first, then the best Accept-Language match, then the default."""
-    chosen = request.cookies.get(LOCALE_COOKIE)
-    if chosen in LOCALES:
-        return chosen
-    header = request.headers.get("accept-language", "")
+    return choose_locale(
+        request.cookies.get(LOCALE_COOKIE), request.headers.get("accept-language", ""), default
+    )
+
+
+def choose_locale(cookie: str | None, header: str, default: str = "en") -> str:
+    """The locale from the language cookie's value and an Accept-Language header."""
+    if cookie in LOCALES:
+        return cookie
     best, best_q = default, -1.0
     for part in header.split(",")[:20]:
         lang, _, params = part.strip().partition(";")

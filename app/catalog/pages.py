@@ -11,7 +11,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from app.catalog import service
-from app.catalog.cache import PageCache
+from app.catalog.cache import PageCache, page_key
 from app.errors import NotFound
 from app.web import negotiate_locale, render
 
@@ -21,11 +21,13 @@ HTML = "text/html; charset=utf-8"
 VARY = {"Vary": "Accept-Language, Cookie", "Cache-Control": "no-cache"}
 
 
-async def _cached(
-    request: Request, key: tuple[str, ...], build: Callable[[Engine, str], bytes | None]
-) -> Response:
+async def _cached(request: Request, build: Callable[[Engine, str], bytes | None]) -> Response:
+    """Render on a miss and fill the cache; hits are answered by CachedPages before routing."""
     cache: PageCache = request.app.state.page_cache
     locale = negotiate_locale(request, request.app.state.settings.default_locale)
+    key = page_key(request.url.path)
+    if key is None:
+        raise NotFound()
     full_key = (*key, locale)
     generation = cache.generation()
     body = cache.get(full_key, generation)
@@ -57,11 +59,11 @@ def _product_page(slug: str) -> Callable[[Engine, str], bytes | None]:
 
 @router.get("/", include_in_schema=False)
 async def catalog(request: Request) -> Response:
-    return await _cached(request, ("catalog",), _catalog_page)
+    return await _cached(request, _catalog_page)
 
 
 @router.get("/products/{slug}", include_in_schema=False)
 async def product(request: Request, slug: str) -> Response:
     if not SLUG_RE.fullmatch(slug):
         raise NotFound()
-    return await _cached(request, ("product", slug), _product_page(slug))
+    return await _cached(request, _product_page(slug))

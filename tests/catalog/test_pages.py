@@ -134,3 +134,21 @@ def test_unknown_product_is_a_404_page_in_the_layout(client: TestClient) -> None
 def test_api_paths_get_json_errors(client: TestClient) -> None:
     r = client.get("/api/v1/nothing")
     assert r.status_code == 404 and r.json() == {"detail": "Not found", "status": 404}
+
+
+def test_cached_pages_keep_headers_and_language(
+    client: TestClient, app: FastAPI, engine: Engine
+) -> None:
+    publish(app, engine, COURSES / "trust-at-a-distance")
+    first = client.get("/", headers={"Accept-Language": "de"})
+    hit = client.get("/", headers={"Accept-Language": "de"})
+    assert hit.content == first.content and 'lang="de"' in hit.text
+    assert hit.headers["content-type"] == "text/html; charset=utf-8"
+    assert hit.headers["x-content-type-options"] == "nosniff" and hit.headers["x-request-id"]
+    assert 'lang="en"' in client.get("/", headers={"Accept-Language": "en"}).text
+    # Odd cookies or query strings never break a page; they only skip the cache.
+    odd = client.get("/", headers={"Cookie": 'lang="de; x=\\"', "Accept-Language": "en"})
+    assert odd.status_code == 200
+    assert client.get("/?utm_source=newsletter").status_code == 200
+    client.cookies.set("rapport_session", "someone")
+    assert client.get("/").status_code == 200

@@ -1,0 +1,1 @@
+"""Rapport's benchmarks: our figures against bare baselines, as ratios (see README.md)."""
