@@ -6,18 +6,12 @@
 #   docker run -p 8000:8000 -e RAPPORT_DATABASE_URL=... -e RAPPORT_SECRET_KEY=... rapport
 
 # ---------------------------------------------------------------------------------------------
-# Stage 1: browser libraries, pinned by package-lock.json. The same files, at the same paths,
-# as `make vendor` copies into app/static/vendor/.
+# Stage 1: browser libraries, pinned by package-lock.json, copied by the same `npm run vendor`
+# that `make` uses.
 FROM node:20-slim AS assets
 WORKDIR /src
 COPY package.json package-lock.json ./
-RUN npm ci --no-audit --no-fund --ignore-scripts --loglevel=error
-RUN mkdir -p vendor/pdfjs \
- && cp node_modules/htmx.org/dist/htmx.min.js vendor/htmx.min.js \
- && cp node_modules/chart.js/dist/chart.umd.min.js vendor/chart.umd.min.js \
- && cp node_modules/hls.js/dist/hls.min.js vendor/hls.min.js \
- && cp node_modules/pdfjs-dist/build/pdf.min.mjs \
-       node_modules/pdfjs-dist/build/pdf.worker.min.mjs vendor/pdfjs/
+RUN npm ci --no-audit --no-fund --ignore-scripts --loglevel=error && npm run --silent vendor
 
 # ---------------------------------------------------------------------------------------------
 # Stage 2: the runtime.
@@ -49,7 +43,7 @@ COPY app/ app/
 COPY migrations/ migrations/
 COPY templates/ templates/
 COPY courses/ courses/
-COPY --from=assets /src/vendor/ app/static/vendor/
+COPY --from=assets /src/app/static/vendor/ app/static/vendor/
 RUN pip install --no-cache-dir --no-deps -e . \
  && mkdir -p /app/var/media \
  && chown -R rapport:rapport /app/var \

@@ -25,11 +25,7 @@ install: $(VENV)/.installed
 # Browser libraries are pinned in package.json/package-lock.json and copied, never committed.
 $(VENDOR)/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --ignore-scripts --loglevel=error
-	@mkdir -p $(VENDOR)/pdfjs
-	cp node_modules/htmx.org/dist/htmx.min.js $(VENDOR)/htmx.min.js
-	cp node_modules/chart.js/dist/chart.umd.min.js $(VENDOR)/chart.umd.min.js
-	cp node_modules/hls.js/dist/hls.min.js $(VENDOR)/hls.min.js
-	cp node_modules/pdfjs-dist/build/pdf.min.mjs node_modules/pdfjs-dist/build/pdf.worker.min.mjs $(VENDOR)/pdfjs/
+	npm run --silent vendor
 	@touch $@
 
 vendor: $(VENDOR)/.installed

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from app.config import Settings
 from app.main import create_app
-from tests.conftest import MotoServer, free_port, make_bucket
+from tests.conftest import MotoServer, free_port, make_bucket, missing
 
 
 def test_healthz_and_readyz(client: TestClient) -> None:
@@ -100,3 +100,13 @@ def test_local_media_route_rejects_bad_links(client: TestClient) -> None:
     )
     assert client.get(f"/media/{key}", params={"exp": "soon", "sig": "x"}).status_code == 422
     assert client.get(f"/media/{key}").status_code == 422
+
+
+def test_pinned_browser_libraries_are_served(client: TestClient) -> None:
+    vendor = Path(__file__).resolve().parent.parent / "app" / "static" / "vendor"
+    if not (vendor / "htmx.min.js").exists():
+        missing("browser libraries", "run `make vendor` (npm ci, then copies into app/static/vendor)")
+    assert client.get("/static/vendor/htmx.min.js").status_code == 200
+    worker = client.get("/static/vendor/pdfjs/pdf.worker.min.mjs")
+    assert worker.status_code == 200 and "javascript" in worker.headers["content-type"]
+    assert client.get("/static/css/app.css").headers["content-type"].startswith("text/css")
