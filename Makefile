@@ -7,6 +7,7 @@ UV := $(VENV)/bin/uv
 UV_VERSION := 0.13.9
 PORT ?= 8000
 HOST ?= 127.0.0.1
+ADMIN_EMAIL ?= admin@example.com
 VENDOR := app/static/vendor
 
 export RAPPORT_ENV ?= dev
@@ -41,10 +42,12 @@ chromium:
 	  fi; \
 	fi
 
+run: export RAPPORT_BASE_URL ?= http://$(HOST):$(PORT)
 run: install vendor
 	$(PY) -m app migrate
 	@for d in courses/*/; do $(PY) -m app publish "$$d" || exit $$?; done
-	$(PY) -m app create-user admin@example.com --role admin --if-missing
+	$(PY) -m app create-user $(ADMIN_EMAIL) --role admin --if-missing
+	$(PY) -m app login-link $(ADMIN_EMAIL)
 	$(PY) -m app serve --host $(HOST) --port $(PORT)
 
 test: install vendor chromium

@@ -195,6 +195,40 @@ def create_user(
             _database_error(exc)
 
 
+@cli.command("login-link")
+def login_link(
+    email: Annotated[str, typer.Argument(help="the user's email address")],
+) -> None:
+    """Print a one-time sign-in link for an existing user (valid for RAPPORT_MAGIC_LINK_TTL)."""
+    from app.accounts import service
+    from app.db import make_engine
+
+    settings = _settings()
+    engine = make_engine(settings.database_url)
+    with Session(engine) as session:
+        try:
+            user = service.get_user_by_email(session=session, email=service.normalize_email(email))
+            if user is None:
+                err.print(f"[red]error[/red] no user with email {email}")
+                raise typer.Exit(2)
+            token = service.create_login_link(
+                session=session, email=user.email, ttl_seconds=settings.magic_link_ttl
+            )
+            who = f"{user.email} ({user.role})"
+            session.commit()
+        except service.AccountError as exc:
+            err.print(f"[red]error[/red] {exc}")
+            raise typer.Exit(2) from exc
+        except SQLAlchemyError as exc:
+            _database_error(exc)
+    minutes = settings.magic_link_ttl // 60
+    out.print(
+        f"sign in as [bold]{who}[/bold] within {minutes} minutes, once:\n"
+        f"  {settings.base_url.rstrip('/')}/auth/magic?token={token}",
+        soft_wrap=True,
+    )
+
+
 def main() -> None:
     cli()
 

@@ -36,7 +36,15 @@ class Settings(BaseSettings):
     stripe_api_base: str | None = None
 
     redis_url: str | None = None
-    smtp_url: str | None = None
+    smtp_url: str | None = None  # smtp://user:pass@host:587 (STARTTLS) or smtps://host:465
+    mail_from: str = "Rapport <noreply@example.com>"
+    admin_email: str = "admin@example.com"  # receives notifications; `make run` creates it
+
+    session_max_age: int = Field(default=14 * 24 * 3600, ge=300)
+    magic_link_ttl: int = Field(default=15 * 60, ge=60, le=24 * 3600)
+    # Rate limits, in the `limits` notation: "N per M minutes" or "N/minute".
+    login_rate_per_ip: str = "20/10 minutes"
+    login_rate_per_email: str = "5/10 minutes"
 
     default_locale: Literal["en", "de"] = "en"
     log_level: str = "INFO"
@@ -74,6 +82,10 @@ class Settings(BaseSettings):
     @property
     def is_postgres(self) -> bool:
         return self.database_url.startswith("postgresql")
+
+    @property
+    def secure_cookies(self) -> bool:
+        return self.base_url.startswith("https://")
 
 
 @lru_cache

@@ -37,6 +37,7 @@ MESSAGES = {
     403: "You do not have access to this page.",
     500: "An unexpected error occurred. We have logged it and will look into it.",
     503: "A service Rapport depends on is not reachable right now. Please try again shortly.",
+    429: "Too many attempts. Please wait a moment and try again.",
 }
 
 
@@ -97,6 +98,36 @@ def install_error_handlers(app: FastAPI) -> None:
         log.exception("http.unhandled", path=request.url.path)
         return error_response(request, 500)
 
+    from urllib.parse import quote
+
+    from fastapi.responses import RedirectResponse
+
+    from app.deps import Forbidden, LoginRequired
+    from app.mail import MailError
+    from app.ratelimit import RateLimited, RateLimitUnavailable
+
+    async def login_required(request: Request, exc: Exception) -> Response:
+        if _wants_json(request):
+            return JSONResponse(
+                {"detail": "Sign in or send a valid API token", "status": 401},
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return RedirectResponse(f"/auth/login?next={quote(target, safe='')}", status_code=303)
+
+    async def forbidden(request: Request, exc: Exception) -> Response:
+        return error_response(request, 403)
+
+    async def rate_limited(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RateLimited)
+        return error_response(request, 429, None, {"Retry-After": str(exc.retry_after)})
+
+    app.add_exception_handler(LoginRequired, login_required)
+    app.add_exception_handler(Forbidden, forbidden)
+    app.add_exception_handler(RateLimited, rate_limited)
+    app.add_exception_handler(RateLimitUnavailable, unavailable)
+    app.add_exception_handler(MailError, unavailable)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StorageUnavailable, unavailable)

@@ -8,21 +8,30 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from asgi_csrf import asgi_csrf  # type: ignore[import-untyped]
 from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.middleware.sessions import SessionMiddleware
 
 from app import ops
+from app.accounts import pages as accounts_pages
+from app.accounts import routes as accounts_routes
+from app.admin import pages as admin_pages
 from app.catalog import pages as catalog_pages
-from app.catalog.cache import CachedPages, PageCache
+from app.catalog.cache import SESSION_COOKIE, CachedPages, PageCache
 from app.catalog.changes import CatalogWatcher
 from app.config import Settings, get_settings
+from app.csrf import EVERY_PATH, csrf_exempt, csrf_failed
 from app.db import make_engine
 from app.delivery import routes as delivery_routes
 from app.delivery.storage import make_storage
 from app.errors import install_error_handlers
+from app.guard import RequestGuard
 from app.logs import RequestContextMiddleware, configure_logging
-from app.web import LOCALE_COOKIE, LOCALES
+from app.mail import make_mailer
+from app.ratelimit import make_limiter
+from app.web import LOCALE_COOKIE, LOCALES, safe_next
 
 STATIC = Path(__file__).resolve().parent / "static"
 mimetypes.add_type("video/mp2t", ".ts")
@@ -60,11 +69,32 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.storage = storage
     app.state.catalog_watcher = watcher
     app.state.page_cache = PageCache(watcher)
+    app.state.limiter = make_limiter(settings.redis_url)
+    app.state.mailer = make_mailer(settings)
 
     media_origins: tuple[str, ...] = ()
     if settings.storage == "s3" and settings.s3_endpoint_url:
         endpoint = urlsplit(settings.s3_endpoint_url)
         media_origins = (f"{endpoint.scheme}://{endpoint.netloc}",)
+    # Innermost first: session, CSRF, request guard, cached pages, request context.
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=settings.secret_key,
+        session_cookie=SESSION_COOKIE,
+        max_age=settings.session_max_age,
+        same_site="lax",
+        https_only=settings.secure_cookies,
+    )
+    app.add_middleware(
+        asgi_csrf,
+        signing_secret=settings.secret_key,
+        cookie_name="rapport_csrf",
+        cookie_secure=settings.secure_cookies,
+        always_protect=EVERY_PATH,
+        skip_if_scope=csrf_exempt,
+        send_csrf_failed=csrf_failed,
+    )
+    app.add_middleware(RequestGuard)
     app.add_middleware(
         CachedPages, cache=app.state.page_cache, default_locale=settings.default_locale
     )
@@ -75,13 +105,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Order matters for speed: the catalog is the hottest route, so it is matched first.
     app.include_router(catalog_pages.router)
     app.include_router(ops.router)
+    app.include_router(accounts_pages.router)
+    app.include_router(accounts_routes.router)
+    app.include_router(admin_pages.router)
     app.include_router(delivery_routes.router)
 
     @app.get("/lang/{code}", include_in_schema=False)
     async def switch_language(code: str, request: Request, next: str = "/") -> RedirectResponse:
-        # Only local paths: never redirect to another site.
-        target = next if next.startswith("/") and not next.startswith(("//", "/\\")) else "/"
-        response = RedirectResponse(target, status_code=303)
+        response = RedirectResponse(safe_next(next), status_code=303)
         if code in LOCALES:
             response.set_cookie(
                 LOCALE_COOKIE,

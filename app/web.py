@@ -12,6 +12,7 @@ from babel.messages.pofile import read_po
 from babel.numbers import format_currency
 from babel.support import Translations
 from fastapi import Request
+from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
@@ -111,6 +112,61 @@ def env() -> Environment:
     if _env is None:
         _env = make_env()
     return _env
+
+
+def safe_next(target: str | None, default: str = "/") -> str:
+    """A local path to go to next; anything that could leave the site becomes the default."""
+    if not target or len(target) > 2000:
+        return default
+    if not target.startswith("/") or target.startswith(("//", "/\\")):
+        return default
+    if any(c in target for c in ("\\", "\r", "\n", "\t")) or target.startswith("/\t"):
+        return default
+    return target
+
+
+def request_locale(request: Request) -> str:
+    """The language of the current request (cookie, user, Accept-Language)."""
+    user = getattr(request.state, "user", None)
+    cookie_choice = request.cookies.get(LOCALE_COOKIE) in LOCALES
+    if user is not None and not cookie_choice and user.locale in LOCALES:
+        return str(user.locale)
+    return negotiate_locale(request, request.app.state.settings.default_locale)
+
+
+def gettext_for(request: Request) -> Any:
+    """The gettext function in the request's language."""
+    return translations(request_locale(request)).gettext
+
+
+def flash(request: Request, message: str, kind: str = "info") -> None:
+    """A one-time message shown on the next page (kept in the signed session)."""
+    request.session.setdefault("flash", []).append({"kind": kind, "text": message})
+
+
+def page(
+    request: Request,
+    template: str,
+    *,
+    status_code: int = 200,
+    headers: dict[str, str] | None = None,
+    **context: Any,
+) -> HTMLResponse:
+    """Render a page of the shared layout with user, CSRF token, language and messages."""
+    locale = request_locale(request)
+    user = getattr(request.state, "user", None)
+    messages = request.session.pop("flash", []) if "session" in request.scope else []
+    csrf = request.scope.get("csrftoken")
+    html = render(
+        template,
+        locale=locale,
+        user=user,
+        csrf_token=csrf() if csrf else "",
+        messages=messages,
+        path=request.url.path,
+        **context,
+    )
+    return HTMLResponse(html, status_code=status_code, headers=headers)
 
 
 def render(template: str, *, locale: str, **context: Any) -> str:

@@ -228,6 +228,7 @@ def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
 @pytest.fixture
 def settings(database_url: str, engine: Engine, tmp_path: Path) -> Settings:
     return Settings(
+        base_url="http://testserver",
         env="test",
         secret_key="test-secret-key-with-enough-length-0123456789",
         database_url=database_url,
@@ -284,3 +285,91 @@ def client_for_storage(storage: Storage, tmp_path: Path) -> Iterator[httpx.Clien
     else:
         with httpx.Client() as c:
             yield c
+
+
+# Accounts -----------------------------------------------------------------------------------
+
+
+def make_user(engine: Engine, email: str, role: str = "buyer", **fields: object) -> int:
+    """A user row; returns its id."""
+    from app.accounts.models import Role, User
+
+    with Session(engine) as s:
+        user = User(email=email, role=Role(role), **fields)  # type: ignore[arg-type]
+        s.add(user)
+        s.commit()
+        assert user.id is not None
+        return user.id
+
+
+def csrf_token(client: TestClient) -> str:
+    """The CSRF cookie's value, fetching a form page first when there is none yet."""
+    if "rapport_csrf" not in client.cookies:
+        client.get("/auth/login")
+    return str(client.cookies["rapport_csrf"])
+
+
+def sign_in(client: TestClient, engine: Engine, email: str) -> None:
+    """Sign the client in as email through a real single-use link."""
+    from app.accounts import service
+
+    with Session(engine) as s:
+        token = service.create_login_link(session=s, email=email, ttl_seconds=60)
+        s.commit()
+    assert client.get("/auth/magic", params={"token": token}).status_code == 200
+    r = client.post(
+        "/auth/magic",
+        data={"token": token, "next": "/account", "csrftoken": csrf_token(client)},
+        follow_redirects=False,
+    )
+    assert r.status_code == 303, r.text
+
+
+@pytest.fixture
+def outbox(settings: Settings) -> Path:
+    return settings.data_dir / "outbox"
+
+
+class SmtpInbox:
+    """A real SMTP server on loopback (aiosmtpd) that keeps what arrives."""
+
+    def __init__(self) -> None:
+        self.messages: list[bytes] = []
+        self.port = free_port()
+        self._controller: object | None = None
+
+    async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
+        self.messages.append(envelope.content)  # type: ignore[attr-defined]
+        return "250 Message accepted for delivery"
+
+    def start(self) -> None:
+        from aiosmtpd.controller import Controller
+
+        controller = Controller(self, hostname="127.0.0.1", port=self.port)
+        controller.start()
+        self._controller = controller
+
+    def stop(self) -> None:
+        if self._controller is not None:
+            self._controller.stop()  # type: ignore[attr-defined]
+            self._controller = None
+
+    @property
+    def url(self) -> str:
+        return f"smtp://127.0.0.1:{self.port}"
+
+    def wait_for(self, count: int = 1, timeout: float = 5.0) -> list[bytes]:
+        import time
+
+        deadline = time.monotonic() + timeout
+        while len(self.messages) < count and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return self.messages
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpInbox]:
+    inbox = SmtpInbox()
+    inbox.start()
+    yield inbox
+    inbox.stop()

@@ -105,7 +105,9 @@ def test_local_media_route_rejects_bad_links(client: TestClient) -> None:
 def test_pinned_browser_libraries_are_served(client: TestClient) -> None:
     vendor = Path(__file__).resolve().parent.parent / "app" / "static" / "vendor"
     if not (vendor / "htmx.min.js").exists():
-        missing("browser libraries", "run `make vendor` (npm ci, then copies into app/static/vendor)")
+        missing(
+            "browser libraries", "run `make vendor` (npm ci, then copies into app/static/vendor)"
+        )
     assert client.get("/static/vendor/htmx.min.js").status_code == 200
     worker = client.get("/static/vendor/pdfjs/pdf.worker.min.mjs")
     assert worker.status_code == 200 and "javascript" in worker.headers["content-type"]

@@ -1,11 +1,11 @@
-"""Account tables."""
+"""Account tables: users, companies, sign-in links and API tokens."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import CheckConstraint, String
+from sqlalchemy import CheckConstraint, Column, DateTime, ForeignKey, Integer, String
 from sqlmodel import Field, SQLModel
 
 from app.models_base import created_at_field
@@ -15,6 +15,18 @@ class Role(StrEnum):
     buyer = "buyer"
     author = "author"
     admin = "admin"
+
+
+class Company(SQLModel, table=True):
+    """The B2B account a buyer belongs to (from checkout or the account page)."""
+
+    __tablename__ = "company"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=200)
+    country: str = Field(default="", max_length=2)
+    vat_id: str = Field(default="", max_length=32)
+    created_at: datetime = created_at_field()
 
 
 class UserBase(SQLModel):
@@ -30,8 +42,47 @@ class User(UserBase, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     password_hash: str | None = Field(default=None, max_length=255)
+    # Sessions carry this number; raising it signs the user out everywhere at once.
+    session_version: int = Field(default=1)
+    company_id: int | None = Field(
+        default=None,
+        sa_column=Column(Integer, ForeignKey("company.id", ondelete="SET NULL"), nullable=True),
+    )
+    last_login_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     created_at: datetime = created_at_field()
 
 
 class UserPublic(UserBase):
     id: int
+
+
+class LoginToken(SQLModel, table=True):
+    """A single-use magic sign-in link; only its hash is stored."""
+
+    __tablename__ = "login_token"
+
+    id: int | None = Field(default=None, primary_key=True)
+    token_hash: str = Field(max_length=64, unique=True)
+    email: str = Field(max_length=320, index=True)
+    expires_at: datetime = Field(sa_type=DateTime(timezone=True))
+    used_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    created_at: datetime = created_at_field()
+
+
+class ApiToken(SQLModel, table=True):
+    """A bearer token for the JSON API; shown once, stored hashed."""
+
+    __tablename__ = "api_token"
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(
+        sa_column=Column(
+            Integer, ForeignKey("user.id", ondelete="CASCADE"), nullable=False, index=True
+        )
+    )
+    name: str = Field(max_length=100)
+    prefix: str = Field(max_length=16)
+    token_hash: str = Field(max_length=64, unique=True)
+    created_at: datetime = created_at_field()
+    last_used_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    revoked_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))

@@ -12,8 +12,9 @@ from app.web import LOCALE_COOKIE, choose_locale
 MAX_PAGES = 512
 PRODUCT_PREFIX = "/products/"
 HTML = b"text/html; charset=utf-8"
+SESSION_COOKIE = "rapport_session"
 # Cookies that make a page personal; such requests skip the shared cache.
-PERSONAL_COOKIES = ("rapport_session",)
+PERSONAL_COOKIES = (SESSION_COOKIE,)
 
 
 def page_key(path: str) -> tuple[str, ...] | None:

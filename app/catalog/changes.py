@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import time
+import weakref
 from pathlib import Path
 
 import structlog
@@ -37,22 +38,42 @@ def _touch(path: Path) -> None:
     os.utime(path, ns=(now, now))
 
 
+# Watchers of this process, so that an in-process change is seen at once, not a moment later.
+_local_watchers: weakref.WeakSet[CatalogWatcher] = weakref.WeakSet()
+
+
+def _same_database(a: str, b: str) -> bool:
+    return make_url(a).set(drivername="x") == make_url(b).set(drivername="x")
+
+
 def catalog_changed(session: Session) -> None:
     """Record that the catalog changed; the signal goes out when the session commits."""
     bind = session.get_bind()
+    url = bind.engine.url.render_as_string(hide_password=False)
     if bind.dialect.name == "postgresql":
-        session.execute(text(f"NOTIFY {CHANNEL}"))
+        session.execute(text(f"NOTIFY {CHANNEL}"))  # other processes and replicas
+    if session.info.get("catalog_hook"):
         return
-    stamp = stamp_path(str(bind.engine.url))
-    if stamp is not None and not session.info.get("catalog_stamp_hook"):
-        session.info["catalog_stamp_hook"] = True
+    session.info["catalog_hook"] = True
+    stamp = stamp_path(url)
 
-        def _after_commit(_s: Session) -> None:
+    def _after_commit(_s: Session) -> None:
+        session.info.pop("catalog_hook", None)
+        if event.contains(session, "after_rollback", _after_rollback):
+            event.remove(session, "after_rollback", _after_rollback)
+        if stamp is not None:
             _touch(stamp)
-            session.info.pop("catalog_stamp_hook", None)
+        for watcher in list(_local_watchers):
+            if _same_database(watcher.database_url, url):
+                watcher.bump()
 
-        event.listen(session, "after_commit", _after_commit, once=True)
-    session.info["catalog_changed"] = True
+    def _after_rollback(_s: Session) -> None:
+        session.info.pop("catalog_hook", None)
+        if event.contains(session, "after_commit", _after_commit):
+            event.remove(session, "after_commit", _after_commit)
+
+    event.listen(session, "after_commit", _after_commit, once=True)
+    event.listen(session, "after_rollback", _after_rollback, once=True)
 
 
 class CatalogWatcher:
@@ -65,6 +86,7 @@ class CatalogWatcher:
         self._stamp = stamp_path(database_url)
         self._stamp_mtime = self._read_stamp()
         self._task: asyncio.Task[None] | None = None
+        _local_watchers.add(self)
 
     def _read_stamp(self) -> int:
         if self._stamp is None:

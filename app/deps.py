@@ -1,0 +1,92 @@
+"""Dependency aliases: endpoints read like their signature."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlmodel import Session
+
+from app.accounts import service as accounts
+from app.accounts.models import Role, User
+from app.config import Settings
+from app.db import get_session
+
+SESSION_KEY = "auth"
+
+
+class LoginRequired(Exception):
+    """No signed-in user: pages redirect to sign-in, the API answers 401."""
+
+
+class Forbidden(Exception):
+    """Signed in, but this role may not pass."""
+
+
+def get_settings_dep(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+
+
+def get_optional_user(request: Request, session: SessionDep) -> User | None:
+    """The user of a valid bearer token (API) or of the signed session cookie, else None."""
+    auth = request.headers.get("authorization", "")
+    if auth[:7].lower() == "bearer ":
+        if not request.url.path.startswith("/api/"):
+            return None  # tokens are for the JSON API only
+        user = accounts.user_for_api_token(session=session, plain=auth[7:].strip())
+        if user is None:
+            raise LoginRequired()
+        request.state.user = user
+        return user
+    data = request.session.get(SESSION_KEY) if "session" in request.scope else None
+    if not isinstance(data, dict):
+        return None
+    user = session.get(User, data.get("uid"))
+    if user is None or user.session_version != data.get("ver"):
+        request.session.pop(SESSION_KEY, None)
+        return None
+    request.state.user = user
+    return user
+
+
+OptionalUser = Annotated[User | None, Depends(get_optional_user)]
+
+
+def get_current_user(user: OptionalUser) -> User:
+    if user is None:
+        raise LoginRequired()
+    return user
+
+
+CurrentUser = Annotated[User, Depends(get_current_user)]
+
+
+def get_author(user: CurrentUser) -> User:
+    if user.role not in (Role.author, Role.admin):
+        raise Forbidden()
+    return user
+
+
+def get_admin(user: CurrentUser) -> User:
+    if user.role != Role.admin:
+        raise Forbidden()
+    return user
+
+
+AuthorUser = Annotated[User, Depends(get_author)]
+AdminUser = Annotated[User, Depends(get_admin)]
+
+
+def sign_in(request: Request, user: User) -> None:
+    """Bind the browser session to the user and their current session version."""
+    request.session.clear()
+    request.session[SESSION_KEY] = {"uid": user.id, "ver": user.session_version}
+
+
+def sign_out(request: Request) -> None:
+    request.session.clear()

@@ -1,0 +1,21 @@
+"""A person's data across domains: export it all, or erase it all (orders stay, anonymous)."""
+
+from __future__ import annotations
+
+from sqlmodel import Session
+
+from app.accounts import service as accounts
+from app.accounts.models import User
+from app.models_base import utcnow
+
+
+def export_user_data(*, session: Session, user: User) -> dict[str, object]:
+    """Everything Rapport holds about the user, as JSON-ready data."""
+    data: dict[str, object] = {"exported_at": utcnow().isoformat()}
+    data.update(accounts.export_account(session=session, user=user))
+    return data
+
+
+def delete_user_data(*, session: Session, user: User) -> None:
+    """Erase the user's personal data in every domain, then the account itself."""
+    accounts.delete_account(session=session, user=user)
