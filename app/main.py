@@ -60,7 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="Rapport",
         version="0.1.0",
         lifespan=lifespan,
-        docs_url="/api/docs",
+        docs_url=None,  # Swagger UI would load its scripts from a CDN, which our CSP refuses
         redoc_url=None,
         openapi_url="/openapi.json",
     )

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import COURSES, ROOT, free_port, missing
+from tests.conftest import COURSES, ROOT, SmtpInbox, free_port, missing
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -31,13 +31,24 @@ pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser")]
 
 
 @pytest.fixture(scope="module")
-def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`rapport serve` in its own process, on a fresh SQLite database with the demo published."""
+def inbox() -> Iterator[SmtpInbox]:
+    box = SmtpInbox()
+    box.start()
+    yield box
+    box.stop()
+
+
+@pytest.fixture(scope="module")
+def live_server(tmp_path_factory: pytest.TempPathFactory, inbox: SmtpInbox) -> Iterator[str]:
+    """`rapport serve` in its own process, on a fresh SQLite database with the demo published,
+    sending its email to the loopback SMTP server of this test."""
     tmp = tmp_path_factory.mktemp("live")
+    port = free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("RAPPORT_")},
-        "RAPPORT_DATABASE_URL": f"sqlite:///{tmp / 'live.db'}",
-        "RAPPORT_MEDIA_DIR": str(tmp / "media"),
+        "RAPPORT_DATA_DIR": str(tmp),
+        "RAPPORT_BASE_URL": f"http://127.0.0.1:{port}",
+        "RAPPORT_SMTP_URL": inbox.url,
         "RAPPORT_ACCESS_LOG": "false",
     }
     subprocess.run(
@@ -51,7 +62,13 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             cwd=ROOT,
             capture_output=True,
         )
-    port = free_port()
+    subprocess.run(
+        [sys.executable, "-m", "app", "create-user", "lena@example.com", "--name", "Lena"],
+        env=env,
+        check=True,
+        cwd=ROOT,
+        capture_output=True,
+    )
     proc = subprocess.Popen(
         [sys.executable, "-m", "app", "serve", "--port", str(port)],
         env=env,
@@ -115,3 +132,41 @@ def test_catalog_in_chromium(live_server: str, browser: object) -> None:
     page.set_viewport_size({"width": 390, "height": 844})
     page.screenshot(path=str(ARTIFACTS / "product-de-mobile.png"), full_page=True)
     assert errors == [], errors  # the pages work under the Content-Security-Policy
+
+
+def test_sign_in_with_a_link_from_the_mailbox(
+    live_server: str, browser: object, inbox: SmtpInbox
+) -> None:
+    import re
+    from email import message_from_bytes, policy
+
+    errors: list[str] = []
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-US")  # type: ignore[attr-defined]
+    page = context.new_page()
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(live_server + "/account")
+    page.wait_for_url("**/auth/login?next=%2Faccount")
+    before = len(inbox.messages)
+    page.fill("#email", "lena@example.com")
+    page.get_by_role("button", name="Email me a sign-in link").click()
+    page.wait_for_url("**/auth/check-email")
+    assert "Check your inbox" in page.content()
+    raw = inbox.wait_for(before + 1)[before]
+    message = message_from_bytes(raw, policy=policy.default)
+    text = message.get_body(("plain",)).get_content()  # type: ignore[attr-defined]
+    link = re.search(r"(http://127\.0\.0\.1:\d+/auth/magic\?\S+)", text)
+    assert link, text
+    page.goto(link.group(1))
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url("**/account")
+    assert page.locator("h1").inner_text() == "Your account"
+    assert "lena@example.com" in page.content()
+    page.screenshot(path=str(ARTIFACTS / "account.png"), full_page=True)
+    # The catalog now greets the signed-in person, not a cached stranger's page.
+    page.goto(live_server + "/")
+    assert page.locator(".account-nav").inner_text().startswith("Lena")
+    page.get_by_role("button", name="Sign out").click()
+    page.wait_for_url(live_server + "/")
+    assert "Sign in" in page.locator(".account-nav").inner_text()
+    assert errors == [], errors
+    context.close()

@@ -1,0 +1,190 @@
+"""Who may pass where: every route of the app x every kind of visitor has an expected answer.
+
+The table is checked against the app's own route table, so a new route without an entry
+here fails the test until someone decides who may use it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine
+from sqlmodel import Session, select
+from starlette.routing import Mount
+
+from app.accounts import service
+from app.accounts.models import User
+from app.catalog.models import Asset
+from tests.conftest import COURSES, csrf_token, make_user, sign_in
+
+ROLES = ("anonymous", "buyer", "other_buyer", "author", "admin")
+EMAILS = {
+    "buyer": "buyer@example.com",
+    "other_buyer": "other@example.com",
+    "author": "author@example.com",
+    "admin": "admin@example.com",
+}
+
+
+def app_routes(app: FastAPI) -> set[tuple[str, str]]:
+    """(method, path) of every route, with included routers flattened."""
+    found: set[tuple[str, str]] = set()
+    for route in app.routes:
+        if isinstance(route, Mount):
+            found.add(("MOUNT", route.path))
+            continue
+        contexts = (
+            route.effective_route_contexts()  # type: ignore[attr-defined]
+            if type(route).__name__ == "_IncludedRouter"
+            else [route]
+        )
+        for ctx in contexts:
+            for method in sorted(getattr(ctx, "methods", None) or {"GET"}):
+                if method != "HEAD":
+                    found.add((method, ctx.path))
+    return found
+
+
+@dataclass
+class World:
+    """Users and their resources, made once per test."""
+
+    ids: dict[str, int] = field(default_factory=dict)
+    author_token_id: int = 0
+    media_url: str = ""
+
+
+@dataclass
+class Case:
+    url: Callable[[World], str]
+    expect: dict[str, int]
+    data: dict[str, str] | None = None  # a POST form (the CSRF token is added)
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def same(code: int) -> dict[str, int]:
+    return dict.fromkeys(ROLES, code)
+
+
+def signed_in(anon: int, others: int) -> dict[str, int]:
+    return {"anonymous": anon, **dict.fromkeys(ROLES[1:], others)}
+
+
+def staff(anon: int, buyers: int, author: int, admin: int) -> dict[str, int]:
+    return {
+        "anonymous": anon,
+        "buyer": buyers,
+        "other_buyer": buyers,
+        "author": author,
+        "admin": admin,
+    }
+
+
+LOGIN = 303  # pages send anonymous visitors to the sign-in page
+MATRIX: dict[tuple[str, str], Case] = {
+    ("GET", "/"): Case(lambda w: "/", same(200)),
+    ("GET", "/products/{slug}"): Case(lambda w: "/products/linkedin-playbook", same(200)),
+    ("GET", "/healthz"): Case(lambda w: "/healthz", same(200)),
+    ("GET", "/readyz"): Case(lambda w: "/readyz", same(200)),
+    ("GET", "/openapi.json"): Case(lambda w: "/openapi.json", same(200)),
+    ("GET", "/lang/{code}"): Case(lambda w: "/lang/de?next=/", same(303)),
+    ("MOUNT", "/static"): Case(lambda w: "/static/css/app.css", same(200)),
+    ("GET", "/media/{key:path}"): Case(lambda w: w.media_url, same(200)),
+    ("GET", "/auth/login"): Case(lambda w: "/auth/login", signed_in(200, 303)),
+    ("POST", "/auth/magic-link"): Case(
+        lambda w: "/auth/magic-link", same(303), {"email": "x@example.com"}
+    ),
+    ("GET", "/auth/check-email"): Case(lambda w: "/auth/check-email", same(200)),
+    ("GET", "/auth/magic"): Case(lambda w: "/auth/magic?token=unknown", same(400)),
+    ("POST", "/auth/magic"): Case(lambda w: "/auth/magic", same(400), {"token": "unknown"}),
+    ("POST", "/auth/login"): Case(
+        lambda w: "/auth/login", same(400), {"email": "x@example.com", "password": "wrong password"}
+    ),
+    ("POST", "/auth/logout"): Case(lambda w: "/auth/logout", same(303), {}),
+    ("GET", "/account"): Case(lambda w: "/account", signed_in(LOGIN, 200)),
+    ("POST", "/account/profile"): Case(
+        lambda w: "/account/profile", signed_in(LOGIN, 303), {"name": "N"}
+    ),
+    ("POST", "/account/password"): Case(
+        lambda w: "/account/password", signed_in(LOGIN, 400), {"password": "short"}
+    ),
+    ("POST", "/account/sign-out-everywhere"): Case(
+        lambda w: "/account/sign-out-everywhere", signed_in(LOGIN, 303), {}
+    ),
+    ("POST", "/account/tokens"): Case(
+        lambda w: "/account/tokens", staff(LOGIN, 403, 201, 201), {"name": "ci"}
+    ),
+    # The author's own token: nobody else may revoke it, and an admin's attempt finds nothing.
+    ("POST", "/account/tokens/{token_id}/revoke"): Case(
+        lambda w: f"/account/tokens/{w.author_token_id}/revoke", staff(LOGIN, 403, 303, 404), {}
+    ),
+    ("GET", "/account/export"): Case(lambda w: "/account/export", signed_in(LOGIN, 200)),
+    ("GET", "/account/delete"): Case(lambda w: "/account/delete", signed_in(LOGIN, 200)),
+    ("POST", "/account/delete"): Case(
+        lambda w: "/account/delete", signed_in(LOGIN, 400), {"confirm_email": "not-me@example.com"}
+    ),
+    ("GET", "/api/v1/me"): Case(lambda w: "/api/v1/me", signed_in(401, 200)),
+    ("GET", "/api/v1/me/export"): Case(lambda w: "/api/v1/me/export", signed_in(401, 200)),
+    ("GET", "/admin/users"): Case(lambda w: "/admin/users", staff(LOGIN, 403, 403, 200)),
+    ("POST", "/admin/users/{user_id}/role"): Case(
+        lambda w: f"/admin/users/{w.ids['other_buyer']}/role",
+        staff(LOGIN, 403, 403, 303),
+        {"role": "buyer"},
+    ),
+}
+
+
+def test_every_route_has_an_entry(app: FastAPI) -> None:
+    routes = app_routes(app)
+    missing = sorted(routes - set(MATRIX))
+    stale = sorted(set(MATRIX) - routes)
+    assert not missing, f"routes without an access rule in tests/test_access.py: {missing}"
+    assert not stale, f"access rules for routes that no longer exist: {stale}"
+
+
+@pytest.fixture
+def world(app: FastAPI, engine: Engine) -> World:
+    from app.catalog.service import publish_folder
+
+    w = World()
+    for role, email in EMAILS.items():
+        w.ids[role] = make_user(engine, email, "buyer" if role == "other_buyer" else role)
+    with Session(engine) as s:
+        author = s.get(User, w.ids["author"])
+        assert author is not None
+        token, _plain = service.create_api_token(session=s, user=author, name="existing")
+        w.author_token_id = token.id or 0
+        publish_folder(session=s, storage=app.state.storage, folder=COURSES / "linkedin-playbook")
+        s.commit()
+        asset = s.exec(select(Asset)).first()
+        assert asset is not None
+        w.media_url = app.state.storage.download_url(
+            asset.storage_key, ttl=60, content_type=asset.content_type
+        )
+    return w
+
+
+@pytest.mark.parametrize("route", sorted(MATRIX, key=str), ids=lambda r: f"{r[0]} {r[1]}")
+def test_access(route: tuple[str, str], app: FastAPI, engine: Engine, world: World) -> None:
+    case = MATRIX[route]
+    method = "GET" if route[0] == "MOUNT" else route[0]
+    outcomes: dict[str, int] = {}
+    for role in ROLES:
+        with TestClient(app) as client:
+            if role != "anonymous":
+                sign_in(client, engine, EMAILS[role])
+            url = case.url(world)
+            if method == "POST":
+                data = {**(case.data or {}), "csrftoken": csrf_token(client)}
+                r = client.post(url, data=data, headers=case.headers, follow_redirects=False)
+            else:
+                r = client.get(url, headers=case.headers, follow_redirects=False)
+            outcomes[role] = r.status_code
+            if r.status_code == LOGIN and role == "anonymous" and case.expect["anonymous"] == LOGIN:
+                assert r.headers["location"].startswith(("/auth/login", "/")), r.headers["location"]
+        app.state.limiter.reset()
+    assert outcomes == case.expect
