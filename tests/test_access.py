@@ -45,7 +45,7 @@ def app_routes(app: FastAPI) -> set[tuple[str, str]]:
         for ctx in contexts:
             for method in sorted(getattr(ctx, "methods", None) or {"GET"}):
                 if method != "HEAD":
-                    found.add((method, ctx.path))
+                    found.add((method, str(getattr(ctx, "path", ""))))
     return found
 
 

@@ -153,7 +153,7 @@ def test_sign_in_with_a_link_from_the_mailbox(
     assert "Check your inbox" in page.content()
     raw = inbox.wait_for(before + 1)[before]
     message = message_from_bytes(raw, policy=policy.default)
-    text = message.get_body(("plain",)).get_content()  # type: ignore[attr-defined]
+    text = message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
     link = re.search(r"(http://127\.0\.0\.1:\d+/auth/magic\?\S+)", text)
     assert link, text
     page.goto(link.group(1))
