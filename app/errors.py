@@ -37,6 +37,7 @@ MESSAGES = {
     403: "You do not have access to this page.",
     500: "An unexpected error occurred. We have logged it and will look into it.",
     503: "A service Rapport depends on is not reachable right now. Please try again shortly.",
+    422: "Some of the information sent is not valid. Please check the form and try again.",
     429: "Too many attempts. Please wait a moment and try again.",
 }
 

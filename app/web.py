@@ -164,6 +164,7 @@ def page(
         csrf_token=csrf() if csrf else "",
         messages=messages,
         path=request.url.path,
+        magic_link_minutes=request.app.state.settings.magic_link_ttl // 60,
         **context,
     )
     return HTMLResponse(html, status_code=status_code, headers=headers)

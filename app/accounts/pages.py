@@ -169,7 +169,7 @@ def password_sign_in(
             status_code=400,
             next=safe_next(next, "/account"),
             email=email,
-            password_error=_("Email or password is not right."),
+            password_error=_("Email or password is incorrect."),
         )
     sign_in(request, user)
     log.info("auth.signed_in", user_id=user.id, method="password")
@@ -179,7 +179,8 @@ def password_sign_in(
 @router.post("/auth/logout")
 def logout(request: Request) -> Response:
     sign_out(request)
-    flash(request, gettext_for(request)("You are signed out."))
+    _ = gettext_for(request)
+    flash(request, _("You are signed out."))
     return RedirectResponse("/", status_code=303)
 
 
@@ -234,7 +235,8 @@ def save_profile(
     )
     response = RedirectResponse("/account", status_code=303)
     response.delete_cookie("lang")  # the saved language wins from now on
-    flash(request, gettext_for(request)("Your details are saved."))
+    _ = gettext_for(request)
+    flash(request, _("Your details are saved."))
     return response
 
 
@@ -269,7 +271,8 @@ def save_password(
 def sign_out_everywhere(request: Request, session: SessionDep, user: CurrentUser) -> Response:
     service.sign_out_everywhere(session=session, user=user)
     sign_out(request)
-    flash(request, gettext_for(request)("You are signed out on every device."))
+    _ = gettext_for(request)
+    flash(request, _("You are signed out on every device."))
     return RedirectResponse("/auth/login", status_code=303)
 
 
@@ -284,6 +287,7 @@ def create_token(
 
     if user.role == Role.buyer:
         raise Forbidden()
+    _ = gettext_for(request)
     try:
         _token, plain = service.create_api_token(session=session, user=user, name=name)
     except service.AccountError:
@@ -292,7 +296,7 @@ def create_token(
             session,
             user,
             status_code=400,
-            token_error=gettext_for(request)("Give the token a name."),
+            token_error=_("Give the token a name."),
         )
     return _account_page(request, session, user, status_code=201, new_token=plain)
 
@@ -308,7 +312,8 @@ def revoke_token(
         raise Forbidden()
     if not service.revoke_api_token(session=session, user=user, token_id=token_id):
         raise NotFound()
-    flash(request, gettext_for(request)("The token is revoked."))
+    _ = gettext_for(request)
+    flash(request, _("The token is revoked."))
     return RedirectResponse("/account", status_code=303)
 
 

@@ -170,7 +170,7 @@ def test_password_sign_in(client: TestClient, engine: Engine) -> None:
 
     wrong = attempt("ada@example.com", "incorrect horse battery")
     unknown = attempt("nobody@example.com", "correct horse battery")
-    assert wrong[0] == unknown[0] == 400 and "not right" in wrong[1] and "not right" in unknown[1]
+    assert wrong[0] == unknown[0] == 400 and "incorrect" in wrong[1] and "incorrect" in unknown[1]
     assert attempt("ADA@example.com", "correct horse battery")[0] == 303
     assert client.get("/account").status_code == 200
 
