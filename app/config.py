@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     stripe_secret_key: str | None = None
     stripe_webhook_secret: str | None = None
     stripe_api_base: str | None = None
+    stripe_timeout: float = Field(default=10.0, gt=0, le=60)
+    stripe_tax_id_collection: bool = True  # ask business buyers for their VAT ID at checkout
+    stripe_automatic_tax: bool = False  # needs Stripe Tax set up in the dashboard
 
     redis_url: str | None = None
     smtp_url: str | None = None  # smtp://user:pass@host:587 (STARTTLS) or smtps://host:465

@@ -76,6 +76,7 @@ def render_mail(name: str, *, to: str, locale: str, **context: object) -> Mail:
 
 SUBJECTS = {
     "magic_link": "Your sign-in link for Rapport",
+    "purchase": "Thank you for your purchase",
 }
 
 

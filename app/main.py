@@ -21,6 +21,10 @@ from app.admin import pages as admin_pages
 from app.catalog import pages as catalog_pages
 from app.catalog.cache import SESSION_COOKIE, CachedPages, PageCache
 from app.catalog.changes import CatalogWatcher
+from app.checkout import pages as checkout_pages
+from app.checkout import routes as checkout_routes
+from app.checkout.attribution import FirstTouch
+from app.checkout.providers import make_provider
 from app.config import Settings, get_settings
 from app.csrf import EVERY_PATH, csrf_exempt, csrf_failed
 from app.db import make_engine
@@ -71,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.page_cache = PageCache(watcher)
     app.state.limiter = make_limiter(settings.redis_url)
     app.state.mailer = make_mailer(settings)
+    app.state.payments = make_provider(settings)
 
     media_origins: tuple[str, ...] = ()
     if settings.storage == "s3" and settings.s3_endpoint_url:
@@ -99,6 +104,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         CachedPages, cache=app.state.page_cache, default_locale=settings.default_locale
     )
     app.add_middleware(
+        FirstTouch,
+        own_host=urlsplit(settings.base_url).hostname or "",
+        secure=settings.secure_cookies,
+    )
+    app.add_middleware(
         RequestContextMiddleware, access_log=settings.access_log, media_origins=media_origins
     )
     install_error_handlers(app)
@@ -108,6 +118,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(accounts_pages.router)
     app.include_router(accounts_routes.router)
     app.include_router(admin_pages.router)
+    app.include_router(checkout_pages.router)
+    app.include_router(checkout_routes.router)
     app.include_router(delivery_routes.router)
 
     @app.get("/lang/{code}", include_in_schema=False)

@@ -6,6 +6,7 @@ from sqlmodel import Session
 
 from app.accounts import service as accounts
 from app.accounts.models import User
+from app.checkout import service as checkout
 from app.models_base import utcnow
 
 
@@ -13,9 +14,11 @@ def export_user_data(*, session: Session, user: User) -> dict[str, object]:
     """Everything Rapport holds about the user, as JSON-ready data."""
     data: dict[str, object] = {"exported_at": utcnow().isoformat()}
     data.update(accounts.export_account(session=session, user=user))
+    data.update(checkout.export_orders(session=session, user=user))
     return data
 
 
 def delete_user_data(*, session: Session, user: User) -> None:
     """Erase the user's personal data in every domain, then the account itself."""
+    checkout.anonymise_orders(session=session, user=user)
     accounts.delete_account(session=session, user=user)

@@ -229,6 +229,7 @@ def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
 def settings(database_url: str, engine: Engine, tmp_path: Path) -> Settings:
     return Settings(
         base_url="http://testserver",
+        stripe_webhook_secret="whsec_rapport_test",
         env="test",
         secret_key="test-secret-key-with-enough-length-0123456789",
         database_url=database_url,
@@ -373,3 +374,60 @@ def smtp() -> Iterator[SmtpInbox]:
     inbox.start()
     yield inbox
     inbox.stop()
+
+
+# Stripe ---------------------------------------------------------------------------------------
+
+WEBHOOK_SECRET = "whsec_rapport_test"
+
+
+@pytest.fixture
+def fake_stripe() -> Iterator[object]:
+    from tests.fakes.stripe_api import FakeStripe
+
+    fake = FakeStripe()
+    fake.start()
+    yield fake
+    fake.stop()
+    assert not fake.errors, fake.errors
+
+
+@pytest.fixture
+def stripe_settings(settings: Settings, fake_stripe: object) -> Settings:
+    return settings.model_copy(
+        update={
+            "stripe_secret_key": "sk_test_rapport",
+            "stripe_api_base": fake_stripe.url,  # type: ignore[attr-defined]
+            "stripe_webhook_secret": WEBHOOK_SECRET,
+            "stripe_timeout": 2.0,
+        }
+    )
+
+
+@pytest.fixture
+def stripe_client(stripe_settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(stripe_settings), raise_server_exceptions=False) as c:
+        yield c
+
+
+def post_event(
+    client: TestClient,
+    event: dict[str, object],
+    *,
+    secret: str = WEBHOOK_SECRET,
+    timestamp: int | None = None,
+) -> httpx.Response:
+    """Deliver an event to the webhook endpoint, signed exactly as Stripe signs it."""
+    import json
+
+    from tests.fakes.stripe_api import stripe_signature
+
+    payload = json.dumps(event).encode()
+    return client.post(
+        "/webhooks/stripe",
+        content=payload,
+        headers={
+            "Stripe-Signature": stripe_signature(payload, secret, timestamp),
+            "Content-Type": "application/json",
+        },
+    )

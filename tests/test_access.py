@@ -6,6 +6,7 @@ here fails the test until someone decides who may use it.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -56,6 +57,8 @@ class World:
     ids: dict[str, int] = field(default_factory=dict)
     author_token_id: int = 0
     media_url: str = ""
+    buyer_order_id: int = 0
+    buyer_order_number: str = ""
 
 
 @dataclass
@@ -129,6 +132,35 @@ MATRIX: dict[tuple[str, str], Case] = {
     ),
     ("GET", "/api/v1/me"): Case(lambda w: "/api/v1/me", signed_in(401, 200)),
     ("GET", "/api/v1/me/export"): Case(lambda w: "/api/v1/me/export", signed_in(401, 200)),
+    ("GET", "/checkout/{slug}"): Case(lambda w: "/checkout/linkedin-playbook", same(200)),
+    ("POST", "/checkout/{slug}"): Case(
+        lambda w: "/checkout/linkedin-playbook",
+        same(303),
+        {
+            "checkout_key": "{fresh}",
+            "currency": "EUR",
+            "email": "new@example.com",
+            "consent": "true",
+        },
+    ),
+    # Only the buyer (or the browser that checked out) sees an order's confirmation.
+    ("GET", "/checkout/success"): Case(
+        lambda w: f"/checkout/success?order={w.buyer_order_number}",
+        {"anonymous": 404, "buyer": 200, "other_buyer": 404, "author": 404, "admin": 404},
+    ),
+    ("GET", "/checkout/cancel"): Case(lambda w: "/checkout/cancel?order=R-0", same(200)),
+    ("GET", "/checkout/test/{session_id}"): Case(lambda w: "/checkout/test/test_cs_x", same(404)),
+    ("POST", "/checkout/test/{session_id}"): Case(
+        lambda w: "/checkout/test/test_cs_x", same(404), {"action": "pay"}
+    ),
+    ("GET", "/library"): Case(lambda w: "/library", signed_in(LOGIN, 200)),
+    ("GET", "/orders"): Case(lambda w: "/orders", signed_in(LOGIN, 200)),
+    ("GET", "/admin/orders"): Case(lambda w: "/admin/orders", staff(LOGIN, 403, 403, 200)),
+    ("POST", "/admin/orders/{order_id}/refund"): Case(
+        lambda w: f"/admin/orders/{w.buyer_order_id}/refund", staff(LOGIN, 403, 403, 303), {}
+    ),
+    # Signed by Stripe, not by a session: without a valid signature nobody gets further.
+    ("POST", "/webhooks/stripe"): Case(lambda w: "/webhooks/stripe", same(400), {}),
     ("GET", "/admin/users"): Case(lambda w: "/admin/users", staff(LOGIN, 403, 403, 200)),
     ("POST", "/admin/users/{user_id}/role"): Case(
         lambda w: f"/admin/users/{w.ids['other_buyer']}/role",
@@ -162,6 +194,8 @@ def world(app: FastAPI, engine: Engine) -> World:
         s.commit()
         asset = s.exec(select(Asset)).first()
         assert asset is not None
+        w.buyer_order_id, w.buyer_order_number = paid_test_order(s, w.ids["buyer"])
+        s.commit()
         w.media_url = app.state.storage.download_url(
             asset.storage_key, ttl=60, content_type=asset.content_type
         )
@@ -180,6 +214,7 @@ def test_access(route: tuple[str, str], app: FastAPI, engine: Engine, world: Wor
             url = case.url(world)
             if method == "POST":
                 data = {**(case.data or {}), "csrftoken": csrf_token(client)}
+                data = {k: uuid.uuid4().hex if v == "{fresh}" else v for k, v in data.items()}
                 r = client.post(url, data=data, headers=case.headers, follow_redirects=False)
             else:
                 r = client.get(url, headers=case.headers, follow_redirects=False)
@@ -188,3 +223,41 @@ def test_access(route: tuple[str, str], app: FastAPI, engine: Engine, world: Wor
                 assert r.headers["location"].startswith(("/auth/login", "/")), r.headers["location"]
         app.state.limiter.reset()
     assert outcomes == case.expect
+
+
+def paid_test_order(session: Session, user_id: int) -> tuple[int, str]:
+    """A paid test-mode order of the linkedin-playbook for the user."""
+    from app.checkout import service as checkout
+    from app.checkout.providers import CheckoutDetails
+
+    user = session.get(User, user_id)
+    order, _product = checkout.start_order(
+        session=session,
+        product_slug="linkedin-playbook",
+        currency="EUR",
+        checkout_key=uuid.uuid4().hex,
+        provider="test",
+        user=user,
+        email=None,
+        business=True,
+        company_name="Acme",
+        vat_id="",
+        consent_locale=None,
+        attribution={},
+    )
+    checkout.attach_session(
+        session=session, order=order, session_id=f"test_cs_{order.checkout_key}"
+    )
+    session.flush()
+    details = CheckoutDetails(
+        session_id=f"test_cs_{order.checkout_key}",
+        status="complete",
+        payment_status="paid",
+        payment_intent=f"test_pi_{order.checkout_key}",
+        order_number=order.number,
+    )
+    outcome = checkout.apply_checkout(
+        session=session, provider="test", details=details, event="completed"
+    )
+    assert outcome.granted and order.id is not None
+    return order.id, order.number

@@ -170,3 +170,34 @@ def test_sign_in_with_a_link_from_the_mailbox(
     assert "Sign in" in page.locator(".account-nav").inner_text()
     assert errors == [], errors
     context.close()
+
+
+def test_test_mode_purchase_from_catalog_to_library(
+    live_server: str, browser: object, inbox: SmtpInbox
+) -> None:
+    errors: list[str] = []
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="de-DE")  # type: ignore[attr-defined]
+    page = context.new_page()
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(live_server + "/?utm_source=linkedin&utm_campaign=launch")
+    page.locator(".card-link", has_text="Playbook").click()
+    page.wait_for_url("**/products/linkedin-playbook")
+    page.locator("a[href='/checkout/linkedin-playbook']").click()
+    page.wait_for_url("**/checkout/linkedin-playbook")
+    assert page.locator(".test-banner").is_visible()
+    page.fill("#email", "neu@example.com")
+    page.locator("input[name=consent]").check()
+    page.screenshot(path=str(ARTIFACTS / "checkout.png"), full_page=True)
+    page.locator("form.panel button[type=submit]").click()
+    page.wait_for_url("**/checkout/test/**")
+    assert page.locator(".test-banner").is_visible()
+    page.screenshot(path=str(ARTIFACTS / "test-payment.png"), full_page=True)
+    page.locator("button[value=pay]").click()
+    page.wait_for_url("**/checkout/success**")
+    page.locator("a[href='/library']").first.click()
+    page.wait_for_url("**/library")
+    assert page.locator(".card").count() == 1
+    assert "Playbook" in page.locator(".card").inner_text()
+    page.screenshot(path=str(ARTIFACTS / "library.png"), full_page=True)
+    assert errors == [], errors
+    context.close()

@@ -98,6 +98,7 @@ class ProductSpec(_Strict):
     description: Text | None = None
     prices: list[PriceSpec] = Field(min_length=1)
     modules: list[ModuleSpec] = Field(default_factory=list)
+    includes: list[Slug] = Field(default_factory=list)  # bundles: the products they grant
 
     _t = field_validator("title", "tagline", "description", mode="before")(_translated)
 
@@ -109,6 +110,10 @@ class ProductSpec(_Strict):
         modules = [m.key for m in self.modules]
         if len(set(modules)) != len(modules):
             raise ValueError("modules: module keys must be unique")
+        if self.kind == "bundle" and not self.includes:
+            raise ValueError("includes: a bundle needs the slugs of the products it grants")
+        if self.kind != "bundle" and self.includes:
+            raise ValueError("includes: only a bundle can include other products")
         lessons = [lesson.key for m in self.modules for lesson in m.lessons]
         if len(set(lessons)) != len(lessons):
             raise ValueError("lesson keys must be unique within the product")

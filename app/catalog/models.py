@@ -134,3 +134,18 @@ class Lesson(SQLModel, table=True):
         default=None,
         sa_column=Column(Integer, ForeignKey("asset.id", ondelete="SET NULL"), nullable=True),
     )
+
+
+class BundleItem(SQLModel, table=True):
+    """A product that a bundle grants."""
+
+    __tablename__ = "bundle_item"
+    __table_args__ = (UniqueConstraint("bundle_id", "product_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    bundle_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("product.id", ondelete="CASCADE"), nullable=False)
+    )
+    product_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("product.id", ondelete="CASCADE"), nullable=False)
+    )

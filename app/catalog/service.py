@@ -16,6 +16,7 @@ from app.catalog.manifest import ManifestError, ProductSpec, load_manifest
 from app.catalog.models import (
     Asset,
     AssetStatus,
+    BundleItem,
     Lesson,
     LessonKind,
     Module,
@@ -286,6 +287,7 @@ def publish_folder(
     session.flush()
     pid = product.id
     assert pid is not None
+    _set_bundle_items(session, folder, product, spec.includes)
 
     prices = {p.currency: p for p in session.exec(select(Price).where(Price.product_id == pid))}
     for ps in spec.prices:
@@ -347,6 +349,29 @@ def publish_folder(
     session.flush()
     catalog_changed(session)
     return report
+
+
+def _set_bundle_items(session: Session, folder: Path, bundle: Product, slugs: list[str]) -> None:
+    wanted: list[int] = []
+    for index, slug in enumerate(slugs):
+        included = session.exec(select(Product).where(Product.slug == slug)).first()
+        if included is None or included.id == bundle.id:
+            raise ManifestError(
+                folder / "course.toml",
+                f"includes[{index}]",
+                f"no other product {slug!r}: publish it first",
+            )
+        wanted.append(included.id or 0)
+    current = {
+        b.product_id: b
+        for b in session.exec(select(BundleItem).where(BundleItem.bundle_id == bundle.id))
+    }
+    for product_id, item in current.items():
+        if product_id not in wanted:
+            session.delete(item)
+    for product_id in wanted:
+        if product_id not in current:
+            session.add(BundleItem(bundle_id=bundle.id or 0, product_id=product_id))
 
 
 def _assign(obj: Any, **values: Any) -> bool:

@@ -1,0 +1,167 @@
+"""Provider events: stored once, acted on once, in the same transaction as their effects."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+from sqlalchemy import Engine, insert
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlmodel import Session, select
+
+from app.checkout import service
+from app.checkout.models import WebhookEvent
+from app.integrations.stripe_api import details_from_session
+from app.models_base import utcnow
+
+log = structlog.get_logger()
+PROVIDER = "stripe"
+Handler = Callable[[Session, dict[str, Any], service.Outcome], bool]
+
+
+def _ref(event: dict[str, Any]) -> str | None:
+    """The payment intent an event concerns, if it names one."""
+    obj = event.get("data", {}).get("object", {}) or {}
+    intent = obj.get("payment_intent")
+    if isinstance(intent, dict):
+        intent = intent.get("id")
+    if obj.get("object") == "payment_intent":
+        intent = obj.get("id")
+    return intent if isinstance(intent, str) else None
+
+
+def _checkout(kind: str) -> Handler:
+    def handle(session: Session, event: dict[str, Any], outcome: service.Outcome) -> bool:
+        details = details_from_session(event["data"]["object"])
+        result = service.apply_checkout(
+            session=session, provider=PROVIDER, details=details, event=kind
+        )
+        outcome.order = result.order
+        outcome.granted = outcome.granted or result.granted
+        outcome.new_user_id = outcome.new_user_id or result.new_user_id
+        if result.order is not None and details.payment_intent:
+            _replay(session, details.payment_intent, outcome)
+        return result.order is not None
+
+    return handle
+
+
+def _refunded(session: Session, event: dict[str, Any], outcome: service.Outcome) -> bool:
+    charge = event["data"]["object"]
+    intent = _ref(event)
+    if not intent:
+        return True  # a charge without a payment intent is not ours
+    amount = int(charge.get("amount") or 0)
+    refunded = int(charge.get("amount_refunded") or 0)
+    fully = bool(charge.get("refunded")) or (amount > 0 and refunded >= amount)
+    order = service.apply_refund(
+        session=session,
+        payment_intent=intent,
+        amount_refunded=refunded,
+        fully=fully,
+        receipt_url=charge.get("receipt_url"),
+    )
+    return order is not None
+
+
+def _disputed(session: Session, event: dict[str, Any], outcome: service.Outcome) -> bool:
+    intent = _ref(event)
+    if not intent:
+        return True
+    return service.apply_dispute(session=session, payment_intent=intent) is not None
+
+
+HANDLERS: dict[str, Handler] = {
+    "checkout.session.completed": _checkout("completed"),
+    "checkout.session.async_payment_succeeded": _checkout("async_succeeded"),
+    "checkout.session.async_payment_failed": _checkout("async_failed"),
+    "checkout.session.expired": _checkout("expired"),
+    "charge.refunded": _refunded,
+    "charge.dispute.created": _disputed,
+}
+
+
+def _replay(session: Session, intent: str, outcome: service.Outcome) -> None:
+    """Act on refunds or disputes that arrived before the payment they concern was known."""
+    for stored in service.pending_events_for(session, PROVIDER, intent):
+        handler = HANDLERS.get(stored.type)
+        if handler is None or stored.type.startswith("checkout.session."):
+            continue
+        if handler(session, stored.payload, outcome):
+            stored.handled_at = utcnow()
+            stored.note = "replayed after its order became known"
+            session.add(stored)
+
+
+def _insert_event(session: Session, event: dict[str, Any]) -> WebhookEvent | None:
+    """Store the event unless it is already stored; None for a duplicate."""
+    values = {
+        "provider": PROVIDER,
+        "event_id": event["id"],
+        "type": event["type"][:100],
+        "ref": _ref(event),
+        "payload": event,
+        "received_at": utcnow(),
+    }
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        stmt: Any = pg_insert(WebhookEvent).values(**values).on_conflict_do_nothing()
+    elif dialect == "sqlite":
+        stmt = sqlite_insert(WebhookEvent).values(**values).on_conflict_do_nothing()
+    else:  # pragma: no cover - only the two supported databases
+        stmt = insert(WebhookEvent).values(**values)
+    result = session.execute(stmt.returning(WebhookEvent.id))
+    new_id = result.scalar()
+    if new_id is None:
+        return None
+    return session.exec(select(WebhookEvent).where(WebhookEvent.id == new_id)).one()
+
+
+def handle_event(
+    engine: Engine, event: dict[str, Any], on_paid: Callable[[int], None] | None = None
+) -> str:
+    """Store and act on one verified event; returns what happened (for logs and tests).
+
+    Deadlocks or serialisation failures are retried; the event row and its effects commit
+    together, so a crash in between leaves nothing half done and the provider retries.
+    """
+    for attempt in range(5):
+        outcome = service.Outcome()
+        try:
+            with Session(engine) as session:
+                stored = _insert_event(session, event)
+                if stored is None:
+                    session.commit()
+                    return "duplicate"
+                handler = HANDLERS.get(stored.type)
+                if handler is None:
+                    stored.handled_at = utcnow()
+                    stored.note = "type ignored"
+                    result = "ignored"
+                elif handler(session, event, outcome):
+                    stored.handled_at = utcnow()
+                    result = "handled"
+                else:
+                    stored.note = "no matching order yet; kept for replay"
+                    result = "unmatched"
+                    log.warning("webhook.unmatched", event_id=stored.event_id, type=stored.type)
+                session.add(stored)
+                paid_id = outcome.order.id if outcome.granted and outcome.order else None
+                session.commit()
+            if paid_id is not None and on_paid is not None:
+                on_paid(paid_id)
+            return result
+        except (OperationalError, DBAPIError) as exc:
+            if attempt == 4 or not _retryable(exc):
+                raise
+            log.info("webhook.retry", event_id=event.get("id"), attempt=attempt + 1)
+    raise AssertionError("unreachable")
+
+
+def _retryable(exc: DBAPIError) -> bool:
+    code = getattr(getattr(exc, "orig", None), "sqlstate", None)
+    text = str(exc).lower()
+    return code in ("40001", "40P01") or "deadlock" in text or "database is locked" in text
