@@ -7,7 +7,7 @@ UV := $(VENV)/bin/uv
 UV_VERSION := 0.13.9
 PORT ?= 8000
 HOST ?= 127.0.0.1
-ADMIN_EMAIL ?= admin@example.com
+ADMIN_EMAIL ?= $(or $(RAPPORT_ADMIN_EMAIL),admin@example.com)
 VENDOR := app/static/vendor
 
 export RAPPORT_ENV ?= dev

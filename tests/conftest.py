@@ -38,7 +38,7 @@ os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 os.environ.setdefault("AWS_DEFAULT_REGION", "eu-central-1")
 for _name in list(os.environ):
-    if _name.startswith("RAPPORT_") and _name != "RAPPORT_TEST_DATABASE_URL":
+    if _name.startswith("RAPPORT_") and not _name.startswith("RAPPORT_TEST_"):
         del os.environ[_name]  # a developer's own settings must not leak into the tests
 
 

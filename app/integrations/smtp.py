@@ -9,6 +9,14 @@ from urllib.parse import unquote, urlsplit
 from app.mail import Mail, MailError, build_message
 
 
+def _is_tls(client: smtplib.SMTP) -> bool:
+    return isinstance(client.sock, ssl.SSLSocket)
+
+
+def _loopback(host: str) -> bool:
+    return host in ("localhost", "127.0.0.1", "::1")
+
+
 class SmtpMailer:
     """smtp://user:pass@host:587 (STARTTLS when offered) or smtps://host:465 (TLS)."""
 
@@ -40,6 +48,13 @@ class SmtpMailer:
                     client.starttls(context=context)
                     client.ehlo()
                 if self.username and self.password:
+                    if not (self.tls or client.sock is None or _is_tls(client)) and not _loopback(
+                        self.host
+                    ):
+                        raise MailError(
+                            f"SMTP {self.host}: the server offers no TLS; refusing to send the "
+                            "password in clear text (use smtps:// or a server with STARTTLS)"
+                        )
                     client.login(self.username, self.password)
                 client.send_message(message)
         except (OSError, smtplib.SMTPException) as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from fastapi import FastAPI
@@ -17,6 +18,9 @@ from app.config import Settings
 from app.db import metadata
 from app.main import create_app
 from tests.conftest import csrf_token, make_user, sign_in
+
+# A database of its own on the developer's or CI's Redis, emptied by the test.
+REDIS_URL = os.environ.get("RAPPORT_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 
 def test_state_changes_need_a_csrf_token(client: TestClient, engine: Engine) -> None:
@@ -101,12 +105,12 @@ def test_limits_are_shared_through_redis(settings: Settings) -> None:
     import redis
 
     try:
-        redis.Redis.from_url("redis://127.0.0.1:6379/15", socket_connect_timeout=1).ping()
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
     except redis.RedisError:
         from tests.conftest import missing
 
         missing("Redis", "start redis-server on 127.0.0.1:6379 or the CI machine's service")
-    shared = settings.model_copy(update={"redis_url": "redis://127.0.0.1:6379/15"})
+    shared = settings.model_copy(update={"redis_url": REDIS_URL})
     first, second = create_app(shared), create_app(shared)
     first.state.limiter.reset()
     with TestClient(first) as a, TestClient(second) as b:
