@@ -149,7 +149,9 @@ def handle_event(
                     result = "unmatched"
                     log.warning("webhook.unmatched", event_id=stored.event_id, type=stored.type)
                 session.add(stored)
-                paid_id = outcome.order.id if outcome.granted and outcome.order else None
+                # No thank-you mail when a refund replayed in this same step took access back.
+                paid = outcome.granted and outcome.order is not None
+                paid_id = outcome.order.id if paid and outcome.order.status == "paid" else None  # type: ignore[union-attr]
                 session.commit()
             if paid_id is not None and on_paid is not None:
                 on_paid(paid_id)
