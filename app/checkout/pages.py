@@ -282,7 +282,15 @@ async def start_checkout(
         )
     except service.CheckoutError as exc:
         if "unknown product" in str(exc):
-            raise NotFound() from exc
+            return page(
+                request,
+                "errors/error.html",
+                status_code=422,
+                status=422,
+                title=_("Invalid input"),
+                message=_("This product is not for sale."),
+                request_id="",
+            )
         return _form(
             request,
             session,

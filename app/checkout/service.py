@@ -303,6 +303,19 @@ def apply_refund(
     return order
 
 
+def record_receipt(*, session: Session, payment_intent: str, receipt_url: str) -> Order | None:
+    """Keep the provider's receipt link for the buyer's orders page. None: order not known yet."""
+    lock(session, payment_intent)
+    order = session.exec(
+        select(Order).where(Order.payment_intent == payment_intent).with_for_update()
+    ).first()
+    if order is None:
+        return None
+    order.receipt_url = receipt_url[:500]
+    session.add(order)
+    return order
+
+
 def apply_dispute(*, session: Session, payment_intent: str) -> Order | None:
     """A chargeback: revoke access and flag the order. None when no order matches yet."""
     lock(session, payment_intent)

@@ -74,11 +74,22 @@ def _disputed(session: Session, event: dict[str, Any], outcome: service.Outcome)
     return service.apply_dispute(session=session, payment_intent=intent) is not None
 
 
+def _charge_succeeded(session: Session, event: dict[str, Any], outcome: service.Outcome) -> bool:
+    intent = _ref(event)
+    url = event["data"]["object"].get("receipt_url")
+    if not intent or not isinstance(url, str) or not url.startswith("https://"):
+        return True  # nothing we can use
+    return (
+        service.record_receipt(session=session, payment_intent=intent, receipt_url=url) is not None
+    )
+
+
 HANDLERS: dict[str, Handler] = {
     "checkout.session.completed": _checkout("completed"),
     "checkout.session.async_payment_succeeded": _checkout("async_succeeded"),
     "checkout.session.async_payment_failed": _checkout("async_failed"),
     "checkout.session.expired": _checkout("expired"),
+    "charge.succeeded": _charge_succeeded,
     "charge.refunded": _refunded,
     "charge.dispute.created": _disputed,
 }

@@ -124,7 +124,7 @@ def test_bad_purchase_input(client: TestClient, app: FastAPI, engine: Engine) ->
     }
     assert (
         client.post("/checkout/no-such-product", data={**base, "currency": "EUR"}).status_code
-        == 404
+        == 422
     )
     assert (
         client.post("/checkout/linkedin-playbook", data={**base, "currency": "JPY"}).status_code

@@ -274,3 +274,19 @@ def test_slow_stripe_does_not_make_a_second_session(
 
 def test_test_mode_is_refused_when_stripe_is_configured(stripe_client: TestClient) -> None:
     assert stripe_client.get("/checkout/test/test_cs_anything").status_code == 404
+
+
+def test_receipt_link_from_the_charge(
+    stripe_client: TestClient, fake_stripe: FakeStripe, engine: Engine
+) -> None:
+    sid = session_id_of(start(stripe_client))
+    session = fake_stripe.complete(sid, email="lena@example.com")
+    charge = fake_stripe.charge_for(sid) | {"receipt_url": "https://pay.example/receipts/r1"}
+    assert (
+        post_event(stripe_client, fake_stripe.event("charge.succeeded", charge)).json()["result"]
+        == "unmatched"
+    )
+    post_event(stripe_client, fake_stripe.event("checkout.session.completed", session))
+    assert order(engine).receipt_url == "https://pay.example/receipts/r1"
+    stripe_client.get(f"/checkout/success?session_id={sid}")  # signs the new buyer in here
+    assert "https://pay.example/receipts/r1" in stripe_client.get("/orders").text
