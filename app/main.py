@@ -121,6 +121,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(checkout_pages.router)
     app.include_router(checkout_routes.router)
     app.include_router(delivery_routes.router)
+    app.include_router(delivery_routes.api)
 
     @app.get("/lang/{code}", include_in_schema=False)
     async def switch_language(code: str, request: Request, next: str = "/") -> RedirectResponse:

@@ -19,7 +19,7 @@ from starlette.routing import Mount
 
 from app.accounts import service
 from app.accounts.models import User
-from app.catalog.models import Asset
+from app.catalog.models import Asset, Lesson
 from tests.conftest import COURSES, csrf_token, make_user, sign_in
 
 ROLES = ("anonymous", "buyer", "other_buyer", "author", "admin")
@@ -59,6 +59,7 @@ class World:
     media_url: str = ""
     buyer_order_id: int = 0
     buyer_order_number: str = ""
+    pdf_lesson_id: int = 0
 
 
 @dataclass
@@ -97,6 +98,10 @@ MATRIX: dict[tuple[str, str], Case] = {
     ("GET", "/lang/{code}"): Case(lambda w: "/lang/de?next=/", same(303)),
     ("MOUNT", "/static"): Case(lambda w: "/static/css/app.css", same(200)),
     ("GET", "/media/{key:path}"): Case(lambda w: w.media_url, same(200)),
+    ("GET", "/api/v1/lessons/{lesson_id}/stream"): Case(
+        lambda w: f"/api/v1/lessons/{w.pdf_lesson_id}/stream",
+        {"anonymous": 401, "buyer": 200, "other_buyer": 404, "author": 200, "admin": 200},
+    ),
     ("GET", "/auth/login"): Case(lambda w: "/auth/login", signed_in(200, 303)),
     ("POST", "/auth/magic-link"): Case(
         lambda w: "/auth/magic-link", same(303), {"email": "x@example.com"}
@@ -195,6 +200,7 @@ def world(app: FastAPI, engine: Engine) -> World:
         asset = s.exec(select(Asset)).first()
         assert asset is not None
         w.buyer_order_id, w.buyer_order_number = paid_test_order(s, w.ids["buyer"])
+        w.pdf_lesson_id = s.exec(select(Lesson.id).where(Lesson.kind == "pdf")).first() or 0
         s.commit()
         w.media_url = app.state.storage.download_url(
             asset.storage_key, ttl=60, content_type=asset.content_type
