@@ -66,7 +66,7 @@ class RequestContextMiddleware:
         csp = (
             f"default-src 'self'; img-src 'self' data: {media}; media-src {media};"
             f" connect-src {media}; worker-src 'self' blob:; frame-ancestors 'none';"
-            " base-uri 'self'; form-action 'self' https:; object-src 'none'"
+            " font-src 'self' data:; base-uri 'self'; form-action 'self' https:; object-src 'none'"
         )
         self.HEADERS = [
             (b"x-content-type-options", b"nosniff"),

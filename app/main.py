@@ -28,6 +28,7 @@ from app.checkout.providers import make_provider
 from app.config import Settings, get_settings
 from app.csrf import EVERY_PATH, csrf_exempt, csrf_failed
 from app.db import make_engine
+from app.delivery import pages as delivery_pages
 from app.delivery import routes as delivery_routes
 from app.delivery.storage import make_storage
 from app.errors import install_error_handlers
@@ -122,6 +123,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(checkout_routes.router)
     app.include_router(delivery_routes.router)
     app.include_router(delivery_routes.api)
+    app.include_router(delivery_pages.router)
 
     @app.get("/lang/{code}", include_in_schema=False)
     async def switch_language(code: str, request: Request, next: str = "/") -> RedirectResponse:

@@ -60,6 +60,7 @@ class World:
     buyer_order_id: int = 0
     buyer_order_number: str = ""
     pdf_lesson_id: int = 0
+    pdf_lesson_key: str = ""
 
 
 @dataclass
@@ -98,6 +99,11 @@ MATRIX: dict[tuple[str, str], Case] = {
     ("GET", "/lang/{code}"): Case(lambda w: "/lang/de?next=/", same(303)),
     ("MOUNT", "/static"): Case(lambda w: "/static/css/app.css", same(200)),
     ("GET", "/media/{key:path}"): Case(lambda w: w.media_url, same(200)),
+    ("GET", "/learn/{slug}"): Case(lambda w: "/learn/linkedin-playbook", same(303)),
+    ("GET", "/learn/{slug}/{key}"): Case(
+        lambda w: f"/learn/linkedin-playbook/{w.pdf_lesson_key}",
+        {"anonymous": LOGIN, "buyer": 200, "other_buyer": 404, "author": 200, "admin": 200},
+    ),
     ("GET", "/api/v1/lessons/{lesson_id}/stream"): Case(
         lambda w: f"/api/v1/lessons/{w.pdf_lesson_id}/stream",
         {"anonymous": 401, "buyer": 200, "other_buyer": 404, "author": 200, "admin": 200},
@@ -200,7 +206,8 @@ def world(app: FastAPI, engine: Engine) -> World:
         asset = s.exec(select(Asset)).first()
         assert asset is not None
         w.buyer_order_id, w.buyer_order_number = paid_test_order(s, w.ids["buyer"])
-        w.pdf_lesson_id = s.exec(select(Lesson.id).where(Lesson.kind == "pdf")).first() or 0
+        pdf = s.exec(select(Lesson).where(Lesson.kind == "pdf")).one()
+        w.pdf_lesson_id, w.pdf_lesson_key = pdf.id or 0, pdf.key
         s.commit()
         w.media_url = app.state.storage.download_url(
             asset.storage_key, ttl=60, content_type=asset.content_type
