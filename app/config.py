@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     s3_region: str = "eu-central-1"
     s3_prefix: str = ""
     download_url_ttl: int = Field(default=600, ge=10, le=7 * 24 * 3600)
+    download_limit: int = Field(
+        default=10, ge=1, le=1000
+    )  # personalised e-book downloads a buyer may make
 
     stripe_secret_key: str | None = None
     stripe_webhook_secret: str | None = None

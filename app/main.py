@@ -33,6 +33,7 @@ from app.delivery import routes as delivery_routes
 from app.delivery.storage import make_storage
 from app.errors import install_error_handlers
 from app.guard import RequestGuard
+from app.jobs.runner import InProcessRunner
 from app.logs import RequestContextMiddleware, configure_logging
 from app.mail import make_mailer
 from app.ratelimit import make_limiter
@@ -58,6 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            app.state.jobs.shutdown()
             await watcher.stop()
             engine.dispose()
 
@@ -77,6 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.limiter = make_limiter(settings.redis_url)
     app.state.mailer = make_mailer(settings)
     app.state.payments = make_provider(settings)
+    app.state.jobs = InProcessRunner()
 
     media_origins: tuple[str, ...] = ()
     if settings.storage == "s3" and settings.s3_endpoint_url:

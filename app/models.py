@@ -3,6 +3,7 @@
 from app.accounts.models import ApiToken, Company, LoginToken, User
 from app.catalog.models import Asset, BundleItem, Lesson, Module, Price, Product
 from app.checkout.models import Entitlement, Order, WebhookEvent
+from app.delivery.models import StampedCopy
 
 __all__ = [
     "ApiToken",
@@ -16,6 +17,7 @@ __all__ = [
     "Order",
     "Price",
     "Product",
+    "StampedCopy",
     "User",
     "WebhookEvent",
 ]

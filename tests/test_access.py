@@ -104,6 +104,10 @@ MATRIX: dict[tuple[str, str], Case] = {
         lambda w: f"/learn/linkedin-playbook/{w.pdf_lesson_key}",
         {"anonymous": LOGIN, "buyer": 200, "other_buyer": 404, "author": 200, "admin": 200},
     ),
+    ("GET", "/learn/{slug}/{key}/download"): Case(
+        lambda w: f"/learn/linkedin-playbook/{w.pdf_lesson_key}/download",
+        {"anonymous": LOGIN, "buyer": 202, "other_buyer": 404, "author": 202, "admin": 202},
+    ),
     ("GET", "/api/v1/lessons/{lesson_id}/stream"): Case(
         lambda w: f"/api/v1/lessons/{w.pdf_lesson_id}/stream",
         {"anonymous": 401, "buyer": 200, "other_buyer": 404, "author": 200, "admin": 200},

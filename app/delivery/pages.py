@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -80,3 +81,98 @@ def lesson_page(
     if lesson.kind == "text":
         context["body_html"] = _lesson_body(session, lesson.id, request_locale(request))
     return page(request, "delivery/lesson.html", **context)
+
+
+@router.get("/learn/{slug}/{key}/download")
+def download_copy(
+    request: Request, session: SessionDep, user: OptionalUser, slug: str, key: str
+) -> Response:
+    """The buyer's personalised copy of an e-book: made once, then counted per download."""
+    from app.delivery.copies import copy_for, make_copy
+    from app.delivery.models import CopyStatus
+
+    product = catalog.get_published(session=session, slug=slug[:80])
+    if product is None:
+        raise NotFound()
+    lesson, _index, _flat = _find(product, key[:80])
+    if user is None:
+        raise LoginRequired()
+    grant = media_grant(
+        request.app.state.engine,
+        lesson_id=lesson.id,
+        user_id=user.id,
+        session_version=user.session_version,
+    )
+    if grant.access is Access.revoked:
+        raise Forbidden()
+    # no_media: the file failed or is being replaced; the copy's own state tells the buyer.
+    if grant.access not in (Access.granted, Access.no_media) or lesson.kind != "pdf":
+        raise NotFound()
+    from app.catalog.models import Lesson
+
+    row = session.get(Lesson, lesson.id)
+    if row is None or row.asset_id is None:
+        raise NotFound()
+    copy, created = copy_for(
+        session=session, user=user, asset_id=row.asset_id, product_id=product.id
+    )
+    state = request.app.state
+    if created or copy.status == CopyStatus.pending:
+        state.jobs.after_commit(
+            session,
+            make_copy,
+            state.engine,
+            state.storage,
+            copy.id,
+            lambda reason: _tell_admin(state, reason),
+        )
+    if copy.status != CopyStatus.ready:
+        failed = copy.status == CopyStatus.failed
+        return page(
+            request,
+            "delivery/preparing.html",
+            status_code=409 if failed else 202,
+            failed=failed,
+            product=product,
+            lesson=lesson,
+        )
+    limit = state.settings.download_limit
+    if copy.downloads >= limit:
+        return page(
+            request,
+            "delivery/preparing.html",
+            status_code=429,
+            limit_reached=True,
+            limit=limit,
+            product=product,
+            lesson=lesson,
+        )
+    copy.downloads += 1
+    session.add(copy)
+    filename = f"{pick(product.title, request_locale(request))} - {user.name or user.email}.pdf"
+    url = state.storage.download_url(
+        copy.storage_key,
+        ttl=state.settings.download_url_ttl,
+        content_type="application/pdf",
+        filename=filename,
+        disposition="attachment",
+    )
+    return RedirectResponse(url, status_code=303, headers={"Cache-Control": "private, no-store"})
+
+
+def _tell_admin(state: Any, reason: str) -> None:
+    from app.mail import Mail, MailError
+
+    text = (
+        f"An e-book copy could not be made for a buyer.\n\n{reason}\n\n"
+        "Please upload the file again."
+    )
+    mail = Mail(
+        to=state.settings.admin_email,
+        subject="Rapport: an e-book file needs attention",
+        text=text,
+        html=f"<p>{text.replace(chr(10), '<br>')}</p>",
+    )
+    # The failure is logged and visible on the asset; the mail is a courtesy.
+    with contextlib.suppress(MailError):
+        state.mailer.send(mail)
