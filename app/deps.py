@@ -28,7 +28,9 @@ def get_settings_dep(request: Request) -> Settings:
     return settings
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+# "function" scope: the commit happens before the response leaves, so the page a redirect
+# leads to always sees what the previous request wrote.
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 
 

@@ -112,3 +112,18 @@ def test_pinned_browser_libraries_are_served(client: TestClient) -> None:
     worker = client.get("/static/vendor/pdfjs/pdf.worker.min.mjs")
     assert worker.status_code == 200 and "javascript" in worker.headers["content-type"]
     assert client.get("/static/css/app.css").headers["content-type"].startswith("text/css")
+
+
+def test_writes_are_committed_before_the_response_is_sent(
+    client: TestClient, engine: object
+) -> None:
+    """A redirect after a write must never lead to a page that cannot see the write yet."""
+    from tests.conftest import csrf_token, make_user, sign_in
+
+    make_user(engine, "ada@example.com")  # type: ignore[arg-type]
+    sign_in(client, engine, "ada@example.com")  # type: ignore[arg-type]
+    for i in range(20):
+        r = client.post(
+            "/account/profile", data={"name": f"Ada {i}", "csrftoken": csrf_token(client)}
+        )
+        assert f'value="Ada {i}"' in r.text  # the followed redirect shows the new name
