@@ -68,6 +68,7 @@ class LessonSpec(_Strict):
     title: Text
     file: str | None = None
     body: Text | None = None
+    captions: Text | None = None  # video lessons: WebVTT files per language
     preview: bool = False
 
     _t = field_validator("title", "body", mode="before")(_translated)
@@ -76,6 +77,8 @@ class LessonSpec(_Strict):
     def _content(self) -> LessonSpec:
         if self.kind in ("video", "pdf") and not self.file:
             raise ValueError(f"a {self.kind} lesson needs 'file'")
+        if self.captions and self.kind != "video":
+            raise ValueError("only video lessons have captions")
         if self.kind == "text" and not self.body:
             raise ValueError("a text lesson needs 'body' (Markdown files per language)")
         return self
@@ -168,5 +171,9 @@ def load_manifest(folder: Path) -> tuple[ProductSpec, dict[str, Path]]:
             if lesson.body:
                 for lang, rel in lesson.body.as_dict().items():
                     field = f"{base}.body.{lang}"
+                    files[field] = _safe_file(folder, manifest, field, rel)
+            if lesson.captions:
+                for lang, rel in lesson.captions.as_dict().items():
+                    field = f"{base}.captions.{lang}"
                     files[field] = _safe_file(folder, manifest, field, rel)
     return spec, files

@@ -129,6 +129,7 @@ class Lesson(SQLModel, table=True):
     kind: LessonKind = Field(sa_type=String(16))
     title: Translated = json_field()
     body: Translated = json_field()
+    captions: dict[str, int] = json_field()  # locale -> WebVTT asset id
     is_preview: bool = False
     asset_id: int | None = Field(
         default=None,

@@ -33,6 +33,7 @@ from app.models_base import utcnow
 _SIGNATURES: dict[str, list[tuple[int, bytes, str]]] = {
     "video": [(4, b"ftyp", "video/mp4"), (0, b"\x1a\x45\xdf\xa3", "video/webm")],
     "pdf": [(0, b"%PDF-", "application/pdf")],
+    "captions": [(0, b"WEBVTT", "text/vtt"), (3, b"WEBVTT", "text/vtt")],  # with or without BOM
 }
 
 
@@ -214,6 +215,14 @@ def inspect_folder(folder: Path) -> tuple[ProductSpec, dict[str, MediaFile], dic
                 )
             elif lesson.file:
                 raise ManifestError(manifest, f"{base}.file", f"a {lesson.kind} lesson has no file")
+            if lesson.captions:
+                for lang in lesson.captions.as_dict():
+                    fname = f"{base}.captions.{lang}"
+                    path = files[fname]
+                    ctype = _content_type(manifest, fname, "captions", path)
+                    media[f"{lesson.key}.captions.{lang}"] = MediaFile(
+                        fname, path, _sha256(path), path.stat().st_size, ctype
+                    )
             if lesson.body:
                 for lang in lesson.body.as_dict():
                     fname = f"{base}.body.{lang}"
@@ -318,12 +327,17 @@ def publish_folder(
             body = {
                 lang: texts[f"{ls.key}.{lang}"] for lang in (ls.body.as_dict() if ls.body else {})
             }
+            captions: dict[str, int] = {}
+            for lang in ls.captions.as_dict() if ls.captions else {}:
+                track = media[f"{ls.key}.captions.{lang}"]
+                captions[lang] = _asset_for(session, storage, track, report, progress).id or 0
             values: dict[str, Any] = {
                 "module_id": module.id,
                 "position": position,
                 "kind": LessonKind(ls.kind),
                 "title": ls.title.as_dict(),
                 "body": body,
+                "captions": captions,
                 "is_preview": ls.preview,
                 "asset_id": asset_id,
             }

@@ -35,6 +35,33 @@ def _lesson_body(session: Session, lesson_id: int, locale: str) -> str:
     return render_markdown(pick(lesson.body, locale)) if lesson else ""
 
 
+def _caption_tracks(
+    request: Request, session: Session, lesson_id: int, ttl: int
+) -> list[dict[str, Any]]:
+    from app.catalog.models import Asset, AssetStatus, Lesson
+    from app.web import LOCALE_NAMES
+
+    lesson = session.get(Lesson, lesson_id)
+    locale = request_locale(request)
+    tracks = []
+    for lang, asset_id in sorted((lesson.captions if lesson else {}).items()):
+        asset = session.get(Asset, asset_id)
+        if asset is None or asset.status != AssetStatus.ready:
+            continue
+        url = request.app.state.storage.download_url(
+            asset.storage_key, ttl=ttl, content_type="text/vtt"
+        )
+        tracks.append(
+            {
+                "lang": lang,
+                "label": LOCALE_NAMES.get(lang, lang),
+                "url": url,
+                "default": lang == locale,
+            }
+        )
+    return tracks
+
+
 @router.get("/learn/{slug}")
 def course_start(session: SessionDep, user: OptionalUser, slug: str) -> Response:
     product = catalog.get_published(session=session, slug=slug[:80])
@@ -78,6 +105,8 @@ def lesson_page(
         ttl = request.app.state.settings.download_url_ttl
         context["media_url"], _ = stream_url(request.app.state.storage, grant, ttl=ttl)
         context["content_type"] = grant.content_type
+        if lesson.kind == "video":
+            context["tracks"] = _caption_tracks(request, session, lesson.id, ttl)
     if lesson.kind == "text":
         context["body_html"] = _lesson_body(session, lesson.id, request_locale(request))
     return page(request, "delivery/lesson.html", **context)

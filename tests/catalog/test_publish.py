@@ -171,7 +171,7 @@ def test_cli_reports_nothing_uploaded_on_second_run(
     assert (
         first.exit_code == 0
         and "created" in first.output
-        and "uploaded 6 file(s)" in " ".join(first.output.split())
+        and "uploaded 8 file(s)" in " ".join(first.output.split())
     )
     second = runner.invoke(cli, ["publish", folder])
     assert second.exit_code == 0, second.output

@@ -148,3 +148,24 @@ def test_presigned_s3_urls_expire_within_the_setting(
 
         ranged = httpx.get(url, headers={"Range": "bytes=4-11"})
         assert ranged.status_code == 206 and ranged.content[:4] == b"ftyp"
+
+
+def test_video_lessons_carry_their_captions(app: FastAPI, engine: Engine) -> None:
+    with Session(engine) as s:
+        publish_folder(session=s, storage=app.state.storage, folder=COURSES / "trust-at-a-distance")
+        s.commit()
+    with TestClient(app) as visitor:
+        page = visitor.get("/learn/trust-at-a-distance/welcome", headers={"Accept-Language": "de"})
+        assert page.status_code == 200
+        tracks = re.findall(
+            r'<track kind="subtitles" srclang="(\w+)" label="[^"]+" src="([^"]+)"( default)?',
+            page.text,
+        )
+        assert {t[0] for t in tracks} == {"de", "en"}
+        assert [t[0] for t in tracks if t[2]] == ["de"]  # the visitor's language is on by default
+        vtt = visitor.get(next(t[1] for t in tracks if t[0] == "de").replace("&amp;", "&"))
+        assert (
+            vtt.status_code == 200
+            and vtt.text.startswith("WEBVTT")
+            and vtt.headers["content-type"].startswith("text/vtt")
+        )
