@@ -1,14 +1,16 @@
 """stream_url: req/s of a signed-in buyer's stream link against a bare async constant 302.
 
 ours: `GET /api/v1/lessons/{id}/stream?redirect=1` for a non-preview video lesson of
-trust-at-a-distance, with the session cookie of a buyer who owns the course. Each request
-runs our whole request path (middleware, session cookie, access line), the one access query
+trust-at-a-distance, sent with the cookies of a buyer who owns the course and signed in
+through a login link (the session cookie and the CSRF cookie, as a browser sends them). Each
+request runs our whole request path (middleware, session, access line), the one access query
 (`media_grant`, in the thread pool) and signs a local media link; it answers 302 to it.
-Measured twice, on SQLite (a file in a temporary folder) and on PostgreSQL (a temporary
-database on BENCH_PG_URL, dropped at the end). baseline: `bench/bare_app.py`'s `GET /redirect`,
-an `async def` returning a constant RedirectResponse (302), sent the same Cookie header, under
-the same uvicorn command line. All three servers run at once and are measured in alternating
-rounds, so both figures share one baseline.
+Measured twice: on SQLite (a file in a temporary folder) and on PostgreSQL (a temporary
+database created on BENCH_PG_URL and dropped at the end; skipped, with a message, when that
+server cannot be reached). baseline: `GET /redirect` of `bench/bare_app.py`, an `async def`
+returning a constant RedirectResponse (302), sent the same headers, under the same uvicorn
+command line. All three servers run at once and are measured in alternating rounds, so both
+figures share one baseline.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import secrets
 import subprocess
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from http.cookies import SimpleCookie
@@ -134,13 +137,12 @@ def _cookies(resp: http.client.HTTPResponse) -> dict[str, str]:
     return {name: morsel.value for name, morsel in jar.items()}
 
 
-def sign_in(server: Server, env: Mapping[str, str]) -> str:
-    """Sign BUYER in through a login link, as a browser would; the `rapport_session` value."""
-    printed = cli_output(["login-link", BUYER], env, "login-link")
-    match = re.search(r"token=([A-Za-z0-9_\-]+)", printed)
-    if match is None:
-        raise BenchError(f"no token=... in the output of login-link:\n{printed}")
-    token = match.group(1)
+def sign_in(server: Server, token: str) -> str:
+    """Sign BUYER in with a login-link token, as a browser would; the Cookie header value.
+
+    A browser keeps both cookies it was given: the CSRF cookie from the confirmation page and
+    the session cookie from the sign-in, and sends both with every later request.
+    """
     resp = _request(server, "GET", f"/auth/magic?token={token}", {})
     csrf = _cookies(resp).get("rapport_csrf")
     if resp.status != 200 or not csrf:
@@ -165,7 +167,7 @@ def sign_in(server: Server, env: Mapping[str, str]) -> str:
             f"{server.label}: POST /auth/magic answered {resp.status} without a rapport_session "
             f"cookie\n--- its stderr ---\n{server.stderr_text()}"
         )
-    return session
+    return f"rapport_csrf={csrf}; rapport_session={session}"
 
 
 def expect_302(target: Target, location_prefix: str) -> None:
@@ -224,8 +226,18 @@ def postgres_database() -> Iterator[str | None]:
         log(f"stream_url: dropped database {name}")
 
 
-def prepare(tmp: Path, database_url: str | None) -> tuple[dict[str, str], int]:
-    """Migrate, publish, create the buyer and their entitlement; env and lesson id."""
+@dataclass(frozen=True)
+class Prepared:
+    figure: str
+    label: str
+    env: dict[str, str]
+    lesson_id: int
+    token: str  # a login-link token for BUYER
+
+
+def prepare(tmp: Path, figure: str, label: str, database_url: str | None) -> Prepared:
+    """Migrate, publish, create the buyer, their entitlement and a login link."""
+    log(f"stream_url: {label}: migrating, publishing, a buyer with {COURSE}")
     tmp.mkdir()
     env = rapport_env(tmp)
     env["RAPPORT_SECRET_KEY"] = secrets.token_urlsafe(32)
@@ -233,7 +245,21 @@ def prepare(tmp: Path, database_url: str | None) -> tuple[dict[str, str], int]:
         env["RAPPORT_DATABASE_URL"] = database_url
     setup_catalog(tmp, env)
     cli_output(["create-user", BUYER], env, "create-user")
-    return env, grant_course(env["RAPPORT_DATABASE_URL"])
+    lesson_id = grant_course(env["RAPPORT_DATABASE_URL"])
+    printed = cli_output(["login-link", BUYER], env, "login-link")
+    match = re.search(r"token=([A-Za-z0-9_\-]+)", printed)
+    if match is None:
+        raise BenchError(f"no token=... in the output of login-link:\n{printed}")
+    return Prepared(figure, label, env, lesson_id, match.group(1))
+
+
+def start_all(stack: ExitStack, servers: Sequence[Server]) -> None:
+    """Start the servers side by side (each takes seconds to import); all stopped by `stack`."""
+    for server in servers:
+        stack.callback(server.stop)
+    with ThreadPoolExecutor(len(servers)) as pool:
+        for future in [pool.submit(server.start) for server in servers]:
+            future.result()
 
 
 def run() -> list[Result]:
@@ -244,22 +270,24 @@ def run() -> list[Result]:
         variants: list[tuple[str, str, str | None]] = [("stream_url", "ours-sqlite", None)]
         if pg_url is not None:
             variants.append(("stream_url_pg", "ours-pg", pg_url))
-        ours: dict[str, Target] = {}
-        for figure, label, url in variants:
-            log(f"stream_url: {label}: migrating, publishing, a buyer with {COURSE}")
-            env, lesson_id = prepare(tmp / label, url)
-            server = stack.enter_context(Server(label, "app.main:create_app", env, factory=True))
-            cookie = f"Cookie: rapport_session={sign_in(server, env)}"
-            path = f"/api/v1/lessons/{lesson_id}/stream?redirect=1"
-            ours[figure] = Target(label, server, path, (cookie,), [])
-            expect_302(ours[figure], "/media/assets/")
-            log(f"stream_url: {label}: {path} answers 302 for the signed-in buyer")
-        any_env = rapport_env(tmp)
+        with ThreadPoolExecutor(len(variants)) as pool:
+            futures = [pool.submit(prepare, tmp / lbl, fig, lbl, url) for fig, lbl, url in variants]
+            prepared = [future.result() for future in futures]
+
         location = "/media/assets/" + "0" * 32 + ".mp4?exp=1&disp=inline&type=video%2Fmp4&sig=x"
-        base_env = {**any_env, "BENCH_REDIRECT_TO": location}
-        base_server = stack.enter_context(
-            Server("baseline", "bench.bare_app:create_app", base_env, factory=True)
-        )
+        base_env = {**rapport_env(tmp), "BENCH_REDIRECT_TO": location}
+        servers = [Server(p.label, "app.main:create_app", p.env, factory=True) for p in prepared]
+        base_server = Server("baseline", "bench.bare_app:create_app", base_env, factory=True)
+        start_all(stack, [*servers, base_server])
+
+        ours: dict[str, Target] = {}
+        for p, server in zip(prepared, servers, strict=True):
+            cookie = f"Cookie: {sign_in(server, p.token)}"
+            path = f"/api/v1/lessons/{p.lesson_id}/stream?redirect=1"
+            ours[p.figure] = Target(p.label, server, path, (cookie,), [])
+            expect_302(ours[p.figure], "/media/assets/")
+            log(f"stream_url: {p.label}: {path} answers 302 for the signed-in buyer")
+        # The same request headers as ours, so that only the answering differs.
         baseline = Target("baseline", base_server, "/redirect", ours["stream_url"].headers, [])
         expect_302(baseline, location)
 

@@ -126,7 +126,7 @@ def test_catalog_in_chromium(live_server: str, browser: object) -> None:
     assert page.locator(".free").count() >= 2
     page.screenshot(path=str(ARTIFACTS / "product.png"), full_page=True)
 
-    page.get_by_role("link", name="DE").click()
+    page.get_by_role("link", name="DE", exact=True).click()
     page.wait_for_url("**/products/trust-at-a-distance")
     assert page.locator("html").get_attribute("lang") == "de"
     page.set_viewport_size({"width": 390, "height": 844})
