@@ -274,6 +274,14 @@ def apply_checkout(
     return outcome
 
 
+def _order_for_payment(session: Session, payment_intent: str) -> Order | None:
+    """The order paid by this payment intent, locked for this transaction (None: unknown yet)."""
+    lock(session, payment_intent)
+    return session.exec(
+        select(Order).where(Order.payment_intent == payment_intent).with_for_update()
+    ).first()
+
+
 def apply_refund(
     *,
     session: Session,
@@ -283,10 +291,7 @@ def apply_refund(
     receipt_url: str | None = None,
 ) -> Order | None:
     """Record a refund; a full refund revokes access for good. None when no order matches yet."""
-    lock(session, payment_intent)
-    order = session.exec(
-        select(Order).where(Order.payment_intent == payment_intent).with_for_update()
-    ).first()
+    order = _order_for_payment(session, payment_intent)
     if order is None:
         return None
     order.amount_refunded = max(order.amount_refunded, amount_refunded)
@@ -305,10 +310,7 @@ def apply_refund(
 
 def record_receipt(*, session: Session, payment_intent: str, receipt_url: str) -> Order | None:
     """Keep the provider's receipt link for the buyer's orders page. None: order not known yet."""
-    lock(session, payment_intent)
-    order = session.exec(
-        select(Order).where(Order.payment_intent == payment_intent).with_for_update()
-    ).first()
+    order = _order_for_payment(session, payment_intent)
     if order is None:
         return None
     order.receipt_url = receipt_url[:500]
@@ -318,10 +320,7 @@ def record_receipt(*, session: Session, payment_intent: str, receipt_url: str) -
 
 def apply_dispute(*, session: Session, payment_intent: str) -> Order | None:
     """A chargeback: revoke access and flag the order. None when no order matches yet."""
-    lock(session, payment_intent)
-    order = session.exec(
-        select(Order).where(Order.payment_intent == payment_intent).with_for_update()
-    ).first()
+    order = _order_for_payment(session, payment_intent)
     if order is None:
         return None
     order.status = OrderStatus.disputed
