@@ -47,11 +47,16 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             from pathlib import Path
 
             Path(database).parent.mkdir(parents=True, exist_ok=True)
+        kwargs.setdefault("pool_size", 40)
         engine = create_engine(url, connect_args={"check_same_thread": False}, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     kwargs.setdefault("connect_args", {"connect_timeout": 5})
+    # As many connections as the thread pool has threads (40): fewer means connections are
+    # opened and closed per request under load.
+    kwargs.setdefault("pool_size", 40)
+    kwargs.setdefault("max_overflow", 10)
     return create_engine(url, **kwargs)
 
 

@@ -118,6 +118,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     # Order matters for speed: the catalog is the hottest route, so it is matched first.
     app.include_router(catalog_pages.router)
+    app.include_router(delivery_routes.api)  # stream URLs: the next hottest path
     app.include_router(ops.router)
     app.include_router(accounts_pages.router)
     app.include_router(accounts_routes.router)
@@ -125,7 +126,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(checkout_pages.router)
     app.include_router(checkout_routes.router)
     app.include_router(delivery_routes.router)
-    app.include_router(delivery_routes.api)
     app.include_router(delivery_pages.router)
 
     @app.get("/lang/{code}", include_in_schema=False)

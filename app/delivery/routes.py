@@ -113,8 +113,9 @@ def media(
         return Response(
             status_code=416, headers={"Content-Range": f"bytes */{path.stat().st_size}"}
         )
-    # FileResponse answers Range itself (206 / 416) and streams with sendfile where possible.
-    return FileResponse(
+    # FileResponse answers Range itself (206). It reads 64 KiB at a time by default; 1 MiB
+    # reads quadruple throughput (bench byte_serving) for ~1 MiB of memory per download.
+    response = FileResponse(
         path,
         media_type=type,
         headers={
@@ -122,3 +123,5 @@ def media(
             "Cache-Control": "private, max-age=300",
         },
     )
+    response.chunk_size = 1024 * 1024
+    return response
