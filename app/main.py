@@ -30,6 +30,7 @@ from app.csrf import EVERY_PATH, csrf_exempt, csrf_failed
 from app.db import make_engine
 from app.delivery import pages as delivery_pages
 from app.delivery import routes as delivery_routes
+from app.delivery.fastpath import StreamFastPath
 from app.delivery.storage import make_storage
 from app.errors import install_error_handlers
 from app.guard import RequestGuard
@@ -104,6 +105,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         send_csrf_failed=csrf_failed,
     )
     app.add_middleware(RequestGuard)
+    app.add_middleware(
+        StreamFastPath,
+        state=app.state,
+        session_cookie=SESSION_COOKIE,
+        max_age=settings.session_max_age,
+    )
     app.add_middleware(
         CachedPages, cache=app.state.page_cache, default_locale=settings.default_locale
     )

@@ -169,3 +169,31 @@ def test_video_lessons_carry_their_captions(app: FastAPI, engine: Engine) -> Non
             and vtt.text.startswith("WEBVTT")
             and vtt.headers["content-type"].startswith("text/vtt")
         )
+
+
+def test_the_redirect_fast_path_keeps_every_rule(
+    app: FastAPI, engine: Engine, shop: dict[str, Lesson]
+) -> None:
+    """`?redirect=1` is answered before routing when granted; every refusal is the route's."""
+    lesson = paid_lesson(shop)
+    path = f"/api/v1/lessons/{lesson.id}/stream?redirect=1"
+    with TestClient(app) as a, TestClient(app) as b, TestClient(app) as anonymous:
+        sign_in(a, engine, "a@example.com")
+        sign_in(b, engine, "b@example.com")
+        granted = a.get(path, follow_redirects=False)
+        assert (
+            granted.status_code == 302 and granted.headers["cache-control"] == "private, no-store"
+        )
+        assert a.get(granted.headers["location"]).content.startswith(b"%PDF-")
+        assert b.get(path, follow_redirects=False).status_code == 404
+        assert anonymous.get(path, follow_redirects=False).status_code == 401
+        forged = TestClient(app)
+        forged.cookies.set("rapport_session", "eyJhdXRoIjogeyJ1aWQiOiAxfX0=.forged.sig")
+        assert forged.get(path, follow_redirects=False).status_code == 401
+        a.post("/account/sign-out-everywhere", data={"csrftoken": a.cookies["rapport_csrf"]})
+        assert a.get(path, follow_redirects=False).status_code == 401  # old cookie, new version
+        sign_in(a, engine, "a@example.com")
+        with Session(engine) as s:
+            s.execute(update(Entitlement).values(revoked_at=Entitlement.granted_at))
+            s.commit()
+        assert a.get(path, follow_redirects=False).status_code == 403
