@@ -122,8 +122,8 @@ def rapport_env(tmp: Path) -> dict[str, str]:
     return env
 
 
-def run_cli(args: Sequence[str], env: Mapping[str, str], what: str) -> None:
-    """Run `python -m app ARGS` in the repo root; a failure raises with its output."""
+def run_cli(args: Sequence[str], env: Mapping[str, str], what: str) -> str:
+    """Run `python -m app ARGS` in the repo root; its stdout, or BenchError with its output."""
     proc = subprocess.run(
         [PYTHON, "-m", "app", *args],
         cwd=ROOT,
@@ -138,6 +138,7 @@ def run_cli(args: Sequence[str], env: Mapping[str, str], what: str) -> None:
             f"{what} failed (exit {proc.returncode}): python -m app {' '.join(args)}\n"
             f"--- stdout ---\n{proc.stdout[-4000:]}\n--- stderr ---\n{proc.stderr[-4000:]}"
         )
+    return proc.stdout
 
 
 def setup_catalog(tmp: Path, env: Mapping[str, str]) -> None:

@@ -33,8 +33,6 @@ from sqlalchemy import make_url, text
 from sqlmodel import Session
 
 from bench._common import (
-    PYTHON,
-    ROOT,
     BenchError,
     Result,
     Server,
@@ -45,6 +43,7 @@ from bench._common import (
     median,
     parse_wrk,
     rapport_env,
+    run_cli,
     setup_catalog,
     warmup_seconds,
     wrk_path,
@@ -66,25 +65,6 @@ class Target:
     path: str
     headers: tuple[str, ...]
     rps: list[float]
-
-
-def cli_output(args: Sequence[str], env: Mapping[str, str], what: str) -> str:
-    """Run `python -m app ARGS`; its stdout, or BenchError with its output."""
-    proc = subprocess.run(
-        [PYTHON, "-m", "app", *args],
-        cwd=ROOT,
-        env=dict(env),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise BenchError(
-            f"{what} failed (exit {proc.returncode}): python -m app {' '.join(args)}\n"
-            f"--- stdout ---\n{proc.stdout[-4000:]}\n--- stderr ---\n{proc.stderr[-4000:]}"
-        )
-    return proc.stdout
 
 
 def grant_course(database_url: str) -> int:
@@ -244,9 +224,9 @@ def prepare(tmp: Path, figure: str, label: str, database_url: str | None) -> Pre
     if database_url:
         env["RAPPORT_DATABASE_URL"] = database_url
     setup_catalog(tmp, env)
-    cli_output(["create-user", BUYER], env, "create-user")
+    run_cli(["create-user", BUYER], env, "create-user")
     lesson_id = grant_course(env["RAPPORT_DATABASE_URL"])
-    printed = cli_output(["login-link", BUYER], env, "login-link")
+    printed = run_cli(["login-link", BUYER], env, "login-link")
     match = re.search(r"token=([A-Za-z0-9_\-]+)", printed)
     if match is None:
         raise BenchError(f"no token=... in the output of login-link:\n{printed}")
