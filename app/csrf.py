@@ -6,6 +6,7 @@ from typing import Any
 
 from starlette.types import Scope, Send
 
+from app.errors import wants_json
 from app.web import choose_locale, render, translations
 
 
@@ -29,7 +30,7 @@ async def csrf_failed(scope: Scope, send: Send, _message_id: object) -> None:
     headers = dict(scope.get("headers") or [])
     accept = headers.get(b"accept", b"").decode("latin-1")
     path = str(scope.get("path", ""))
-    if path.startswith("/api/") or ("application/json" in accept and "text/html" not in accept):
+    if wants_json(path, accept):
         body = b'{"detail": "CSRF token missing or invalid", "status": 403}'
         ctype = b"application/json"
     else:

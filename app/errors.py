@@ -42,12 +42,15 @@ MESSAGES = {
 }
 
 
-def _wants_json(request: Request) -> bool:
-    path = request.url.path
+def wants_json(path: str, accept: str) -> bool:
+    """Whether an error for this request should be JSON (API clients) rather than a page."""
     if path.startswith(("/api/", "/webhooks/", "/healthz", "/readyz", "/media/")):
         return True
-    accept = request.headers.get("accept", "")
     return "application/json" in accept and "text/html" not in accept
+
+
+def _wants_json(request: Request) -> bool:
+    return wants_json(request.url.path, request.headers.get("accept", ""))
 
 
 def error_response(

@@ -36,6 +36,18 @@ def _limit(request: Request, email: str | None) -> None:
         limiter.hit(settings.login_rate_per_email, "login-email", email.lower())
 
 
+def _login_again(request: Request, next: str, email: str, **error: Any) -> Response:
+    """The sign-in form once more, with what was typed and what was wrong (400)."""
+    return page(
+        request,
+        "accounts/login.html",
+        status_code=400,
+        next=safe_next(next, "/account"),
+        email=email,
+        **error,
+    )
+
+
 @router.get("/auth/login")
 def login_form(request: Request, user: OptionalUser, next: str = "/account") -> Response:
     if user is not None:
@@ -55,14 +67,7 @@ async def request_magic_link(
     try:
         address = service.normalize_email(email)
     except service.AccountError:
-        return page(
-            request,
-            "accounts/login.html",
-            status_code=400,
-            next=safe_next(next, "/account"),
-            email=email,
-            error=_("Please enter a valid email address."),
-        )
+        return _login_again(request, next, email, error=_("Please enter a valid email address."))
     _limit(request, address)
     user = service.get_user_by_email(session=session, email=address)
     if user is not None:
@@ -163,13 +168,8 @@ def password_sign_in(
     _limit(request, address)
     user = service.authenticate_password(session=session, email=address, password=password)
     if user is None:
-        return page(
-            request,
-            "accounts/login.html",
-            status_code=400,
-            next=safe_next(next, "/account"),
-            email=email,
-            password_error=_("Email or password is incorrect."),
+        return _login_again(
+            request, next, email, password_error=_("Email or password is incorrect.")
         )
     sign_in(request, user)
     log.info("auth.signed_in", user_id=user.id, method="password")

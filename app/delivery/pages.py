@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 from sqlmodel import Session
 
+from app.accounts.models import User
 from app.catalog import service as catalog
+from app.catalog.models import Lesson
 from app.catalog.service import LessonView, ProductView
-from app.delivery.service import Access, media_grant, stream_url
+from app.delivery.service import Access, MediaGrant, media_grant, stream_url
 from app.deps import Forbidden, LoginRequired, OptionalUser, SessionDep
 from app.errors import NotFound
 from app.markdown import render_markdown
@@ -28,23 +31,47 @@ def _find(product: ProductView, key: str) -> tuple[LessonView, int, list[LessonV
     raise NotFound()
 
 
-def _lesson_body(session: Session, lesson_id: int, locale: str) -> str:
-    from app.catalog.models import Lesson
+@dataclass
+class Opened:
+    """A lesson a visitor asked for, where it sits in its product, and their access to it."""
 
-    lesson = session.get(Lesson, lesson_id)
-    return render_markdown(pick(lesson.body, locale)) if lesson else ""
+    product: ProductView
+    lesson: LessonView
+    index: int
+    flat: list[LessonView]
+    grant: MediaGrant
+
+
+def _open(request: Request, session: Session, user: User | None, slug: str, key: str) -> Opened:
+    """Find the published lesson and decide access; sign-in, revoked and foreign raise here."""
+    product = catalog.get_published(session=session, slug=slug[:80])
+    if product is None:
+        raise NotFound()
+    lesson, index, flat = _find(product, key[:80])
+    grant = media_grant(
+        request.app.state.engine,
+        lesson_id=lesson.id,
+        user_id=user.id if user else None,
+        session_version=user.session_version if user else None,
+    )
+    if grant.access is Access.sign_in:
+        raise LoginRequired()
+    if grant.access is Access.revoked:
+        raise Forbidden()
+    if grant.access is Access.not_found:
+        raise NotFound()
+    return Opened(product, lesson, index, flat, grant)
 
 
 def _caption_tracks(
-    request: Request, session: Session, lesson_id: int, ttl: int
+    request: Request, session: Session, row: Lesson, ttl: int
 ) -> list[dict[str, Any]]:
-    from app.catalog.models import Asset, AssetStatus, Lesson
+    from app.catalog.models import Asset, AssetStatus
     from app.web import LOCALE_NAMES
 
-    lesson = session.get(Lesson, lesson_id)
     locale = request_locale(request)
     tracks = []
-    for lang, asset_id in sorted((lesson.captions if lesson else {}).items()):
+    for lang, asset_id in sorted(row.captions.items()):
         asset = session.get(Asset, asset_id)
         if asset is None or asset.status != AssetStatus.ready:
             continue
@@ -75,21 +102,16 @@ def course_start(session: SessionDep, user: OptionalUser, slug: str) -> Response
 def lesson_page(
     request: Request, session: SessionDep, user: OptionalUser, slug: str, key: str
 ) -> Response:
-    product = catalog.get_published(session=session, slug=slug[:80])
-    if product is None:
-        raise NotFound()
-    lesson, index, flat = _find(product, key[:80])
-    grant = media_grant(
-        request.app.state.engine,
-        lesson_id=lesson.id,
-        user_id=user.id if user else None,
-        session_version=user.session_version if user else None,
+    opened = _open(request, session, user, slug, key)
+    product, lesson, index, flat, grant = (
+        opened.product,
+        opened.lesson,
+        opened.index,
+        opened.flat,
+        opened.grant,
     )
-    if grant.access is Access.sign_in:
-        raise LoginRequired()
-    if grant.access is Access.revoked:
-        raise Forbidden()
-    if grant.access is Access.not_found:
+    row = session.get(Lesson, lesson.id)
+    if row is None:
         raise NotFound()
     context: dict[str, Any] = {
         "product": product,
@@ -106,9 +128,9 @@ def lesson_page(
         context["media_url"], _ = stream_url(request.app.state.storage, grant, ttl=ttl)
         context["content_type"] = grant.content_type
         if lesson.kind == "video":
-            context["tracks"] = _caption_tracks(request, session, lesson.id, ttl)
+            context["tracks"] = _caption_tracks(request, session, row, ttl)
     if lesson.kind == "text":
-        context["body_html"] = _lesson_body(session, lesson.id, request_locale(request))
+        context["body_html"] = render_markdown(pick(row.body, request_locale(request)))
     return page(request, "delivery/lesson.html", **context)
 
 
@@ -120,25 +142,13 @@ def download_copy(
     from app.delivery.copies import copy_for, make_copy
     from app.delivery.models import CopyStatus
 
-    product = catalog.get_published(session=session, slug=slug[:80])
-    if product is None:
-        raise NotFound()
-    lesson, _index, _flat = _find(product, key[:80])
     if user is None:
         raise LoginRequired()
-    grant = media_grant(
-        request.app.state.engine,
-        lesson_id=lesson.id,
-        user_id=user.id,
-        session_version=user.session_version,
-    )
-    if grant.access is Access.revoked:
-        raise Forbidden()
+    opened = _open(request, session, user, slug, key)
+    product, lesson = opened.product, opened.lesson
     # no_media: the file failed or is being replaced; the copy's own state tells the buyer.
-    if grant.access not in (Access.granted, Access.no_media) or lesson.kind != "pdf":
+    if lesson.kind != "pdf":
         raise NotFound()
-    from app.catalog.models import Lesson
-
     row = session.get(Lesson, lesson.id)
     if row is None or row.asset_id is None:
         raise NotFound()
