@@ -52,6 +52,24 @@ class Settings(BaseSettings):
     login_rate_per_ip: str = "20/10 minutes"
     login_rate_per_email: str = "5/10 minutes"
 
+    # Engagement events: batch size, and how far client clocks may be off.
+    events_batch_limit: int = Field(default=100, ge=1, le=1000)
+    events_max_future_seconds: int = Field(default=300, ge=0)
+    events_max_age_days: int = Field(default=30, ge=1)
+    # Engagement score (0-100, README "Engagement score"): weights of its four parts, the
+    # amounts that count as "full marks", and the threshold from which a buyer is engaged.
+    score_weight_completion: float = Field(default=40, ge=0)
+    score_weight_media: float = Field(default=25, ge=0)
+    score_weight_pages: float = Field(default=15, ge=0)
+    score_weight_recency: float = Field(default=20, ge=0)
+    score_media_minutes: float = Field(default=60, gt=0)
+    score_pages: int = Field(default=40, gt=0)
+    score_recency_days: float = Field(default=30, gt=0)
+    engaged_threshold: float = Field(default=50, ge=0, le=100)
+    # Inquiries: open ones untouched this many days are flagged "waiting for answer".
+    inquiry_waiting_days: int = Field(default=3, ge=1)
+    inquiry_rate_per_ip: str = "5/hour"
+
     default_locale: Literal["en", "de"] = "en"
     log_level: str = "INFO"
     log_json: bool = True

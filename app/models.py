@@ -4,14 +4,21 @@ from app.accounts.models import ApiToken, Company, LoginToken, User
 from app.catalog.models import Asset, BundleItem, Lesson, Module, Price, Product
 from app.checkout.models import Entitlement, Order, WebhookEvent
 from app.delivery.models import StampedCopy
+from app.engagement.models import BuyerEngagement, EngagementEvent, LessonProgress
+from app.inquiries.models import Inquiry, InquiryChange
 
 __all__ = [
     "ApiToken",
     "Asset",
     "BundleItem",
+    "BuyerEngagement",
     "Company",
+    "EngagementEvent",
     "Entitlement",
+    "Inquiry",
+    "InquiryChange",
     "Lesson",
+    "LessonProgress",
     "LoginToken",
     "Module",
     "Order",

@@ -101,6 +101,7 @@ class Asset(SQLModel, table=True):
     sha256: str = Field(max_length=64, index=True)
     status: AssetStatus = Field(default=AssetStatus.pending, sa_type=String(16))
     duration_seconds: float | None = None
+    page_count: int | None = None  # PDFs: checks the pages a reader reports
     original_filename: str = Field(default="", max_length=255)
     created_at: datetime = created_at_field()
 
