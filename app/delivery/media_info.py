@@ -57,3 +57,14 @@ def mp4_duration(path: Path) -> float | None:
     if not timescale:
         return None
     return round(float(duration) / float(timescale), 3)
+
+
+def pdf_pages(path: Path) -> int | None:
+    """The number of pages of a PDF, or None when it cannot be read."""
+    import pikepdf
+
+    try:
+        with pikepdf.open(path) as pdf:
+            return len(pdf.pages)
+    except (pikepdf.PdfError, OSError):
+        return None

@@ -42,7 +42,11 @@ class EngagementEvent(SQLModel, table=True):
         Index("ix_engagement_event_user_product", "user_id", "product_id"),
     )
 
-    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True))
+    # SQLite numbers rows itself only for INTEGER PRIMARY KEY; PostgreSQL needs 64 bits here.
+    id: int | None = Field(
+        default=None,
+        sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    )
     user_id: int = Field(
         sa_column=Column(Integer, ForeignKey("user.id", ondelete="CASCADE"), nullable=False)
     )
@@ -129,6 +133,7 @@ class Rejection(StrEnum):
     malformed = "malformed"
     unknown_kind = "unknown_kind"
     unknown_lesson = "unknown_lesson"
+    wrong_kind = "wrong_kind"
     not_entitled = "not_entitled"
     out_of_range = "out_of_range"
     bad_time = "bad_time"

@@ -33,7 +33,7 @@ class Part:
     name: str  # completion | media | pages | recency
     value: float  # 0..1
     weight: float
-    points: float  # value × weight
+    points: float  # value x weight
 
 
 @dataclass(frozen=True)

@@ -75,7 +75,7 @@ def upgrade() -> None:
 
     op.create_table(
         "engagement_event",
-        sa.Column("id", sa.BigInteger(), nullable=False),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("user_id", sa.Integer(), nullable=False),
         sa.Column("client_id", sa.Uuid(), nullable=False),
         sa.Column("product_id", sa.Integer(), nullable=False),

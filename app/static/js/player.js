@@ -8,7 +8,10 @@
   var note = document.getElementById("resume-note");
 
   function saved() {
-    try { return parseFloat(localStorage.getItem(key) || "0") || 0; } catch (e) { return 0; }
+    // This browser's own position first; else where the server last saw this buyer (another device).
+    var here = null;
+    try { here = localStorage.getItem(key); } catch (e) { /* storage may be off */ }
+    return parseFloat(here || video.dataset.position || "0") || 0;
   }
   function save() {
     try {
@@ -32,6 +35,43 @@
   });
   video.addEventListener("pause", save);
   window.addEventListener("pagehide", save);
+  // Watched stretches for engagement: continuous playback only, so a seek is not watching.
+  var segStart = null;
+  var last = 0;
+  var rate = 1;
+  function r2(x) { return Math.round(x * 100) / 100; }
+  function open() { segStart = video.currentTime; last = segStart; rate = video.playbackRate || 1; }
+  function close(at) {
+    if (segStart !== null && at - segStart >= 0.25 && window.RapportEvents) {
+      window.RapportEvents.track("video_progress", { start: r2(segStart), end: r2(at), rate: rate });
+    }
+    segStart = null;
+  }
+  video.addEventListener("playing", open);
+  video.addEventListener("timeupdate", function () {
+    if (segStart === null || video.seeking) return;
+    var t = video.currentTime;
+    if (t < last || t - last > 3) { close(last); segStart = t; }
+    last = t;
+    if (last - segStart >= 10) { close(last); open(); }
+  });
+  video.addEventListener("seeking", function () { close(last); });
+  video.addEventListener("seeked", function () { if (!video.paused) open(); });
+  video.addEventListener("pause", function () { close(video.currentTime); });
+  video.addEventListener("ended", function () {
+    close(video.duration || video.currentTime);
+    if (window.RapportEvents) window.RapportEvents.flush();
+  });
+  video.addEventListener("ratechange", function () {
+    if (segStart !== null) { close(video.currentTime); open(); }
+  });
+  function leave() {
+    if (segStart !== null) { close(video.currentTime); if (!video.paused) open(); }
+    if (window.RapportEvents) window.RapportEvents.flush(true);
+  }
+  window.addEventListener("pagehide", leave);
+  document.addEventListener("visibilitychange", function () { if (document.visibilityState === "hidden") leave(); });
+
   if (speed) {
     try { speed.value = localStorage.getItem("rapport:speed") || "1"; } catch (e) { /* ignore */ }
     video.playbackRate = parseFloat(speed.value) || 1;

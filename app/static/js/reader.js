@@ -11,6 +11,16 @@ pdfjs.GlobalWorkerOptions.workerSrc = root.dataset.worker;
 let doc = null;
 let current = 1;
 let rendering = null;
+let shownAt = 0;
+
+// A page counts as read with the time it was on screen (capped: a tab left open is not reading).
+function pageViewed() {
+  if (!shownAt || !window.RapportEvents) return;
+  const seconds = Math.min((Date.now() - shownAt) / 1000, 600);
+  if (seconds >= 1) window.RapportEvents.track("page_viewed", { page: current, seconds: Math.round(seconds * 10) / 10 });
+  shownAt = 0;
+}
+window.addEventListener("pagehide", () => { pageViewed(); if (window.RapportEvents) window.RapportEvents.flush(true); });
 
 function remember() {
   try { localStorage.setItem(key, String(current)); } catch (e) { /* a nicety only */ }
@@ -18,6 +28,7 @@ function remember() {
 
 async function show(n) {
   if (!doc || n < 1 || n > doc.numPages) return;
+  pageViewed();
   current = n;
   if (rendering) { try { rendering.cancel(); } catch (e) { /* already done */ } }
   const page = await doc.getPage(n);
@@ -30,6 +41,7 @@ async function show(n) {
   canvas.style.width = `${viewport.width / ratio}px`;
   rendering = page.render({ canvasContext: canvas.getContext("2d"), viewport });
   try { await rendering.promise; } catch (e) { return; }
+  shownAt = Date.now();
   num.textContent = String(n);
   root.dataset.page = String(n);
   remember();
