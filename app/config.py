@@ -33,6 +33,17 @@ class Settings(BaseSettings):
     download_limit: int = Field(
         default=10, ge=1, le=1000
     )  # personalised e-book downloads a buyer may make
+    # Author uploads: the largest file per kind (MiB, checked on the declared size before any
+    # byte is taken), the S3 part size (S3 wants 5 MiB or more but the last), the chunk size of
+    # uploads to the app in local mode, and the lifetime of a presigned part URL (seconds).
+    upload_max_video_mib: int = Field(default=8192, ge=1)
+    upload_max_pdf_mib: int = Field(default=500, ge=1)
+    upload_max_epub_mib: int = Field(default=200, ge=1)
+    upload_max_captions_mib: int = Field(default=5, ge=1)
+    upload_max_image_mib: int = Field(default=20, ge=1)
+    upload_part_mib: int = Field(default=16, ge=5, le=5120)
+    upload_chunk_mib: int = Field(default=8, ge=1, le=64)
+    upload_url_ttl: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
 
     stripe_secret_key: str | None = None
     stripe_webhook_secret: str | None = None
@@ -42,6 +53,9 @@ class Settings(BaseSettings):
     stripe_automatic_tax: bool = False  # needs Stripe Tax set up in the dashboard
 
     redis_url: str | None = None
+    # Background jobs: auto = Redis (run `rapport worker`) when redis_url is set, else in process.
+    jobs: Literal["auto", "inprocess", "redis"] = "auto"
+    jobs_queue: str = Field(default="rapport", pattern=r"^[A-Za-z0-9_-]{1,64}$")
     smtp_url: str | None = None  # smtp://user:pass@host:587 (STARTTLS) or smtps://host:465
     mail_from: str = "Rapport <noreply@example.com>"
     admin_email: str = "admin@example.com"  # receives notifications; `make run` creates it
@@ -69,6 +83,11 @@ class Settings(BaseSettings):
     # Inquiries: open ones untouched this many days are flagged "waiting for answer".
     inquiry_waiting_days: int = Field(default=3, ge=1)
     inquiry_rate_per_ip: str = "5/hour"
+    # Visitor counting on the catalog and product pages (cookie-free, see README "Visitors").
+    count_visits: bool = True
+    # Library: a module released since the buyer last opened the product is marked "new",
+    # for at most this many days.
+    release_new_days: int = Field(default=14, ge=1, le=365)
 
     default_locale: Literal["en", "de"] = "en"
     log_level: str = "INFO"
@@ -92,15 +111,35 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _jobs_need_redis(self) -> Settings:
+        if self.jobs == "redis" and not self.redis_url:
+            raise ValueError(
+                "RAPPORT_JOBS=redis needs RAPPORT_REDIS_URL (e.g. redis://redis:6379/0)"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _refuse_dev_secret(self) -> Settings:
-        if self.env == "production":
-            if self.secret_key == DEV_SECRET or len(self.secret_key) < 32:
-                raise ValueError(
-                    "RAPPORT_SECRET_KEY must be set to a random value of 32+ characters in "
-                    "production (python -c 'import secrets; print(secrets.token_urlsafe(48))')"
-                )
-            if self.database_url.startswith("sqlite"):
-                raise ValueError("RAPPORT_DATABASE_URL must point at PostgreSQL in production")
+        if self.env != "production":
+            return self
+        # Every problem at once, so that a deploy is fixed in one round, not one per restart.
+        problems = []
+        if self.secret_key == DEV_SECRET or len(self.secret_key) < 32:
+            problems.append(
+                "RAPPORT_SECRET_KEY must be set to a random value of 32+ characters "
+                "(python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+            )
+        if self.database_url.startswith("sqlite"):
+            problems.append("RAPPORT_DATABASE_URL must point at PostgreSQL")
+        if not self.base_url.startswith("https://"):
+            problems.append("RAPPORT_BASE_URL must be an https:// address (cookies are Secure)")
+        if not self.stripe_secret_key or not self.stripe_webhook_secret:
+            problems.append(
+                "RAPPORT_STRIPE_SECRET_KEY and RAPPORT_STRIPE_WEBHOOK_SECRET must be set: "
+                "the built-in test-mode payments are refused in production"
+            )
+        if problems:
+            raise ValueError("refusing to start in production: " + "; ".join(problems))
         return self
 
     @property

@@ -28,3 +28,29 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("RAPPORT_STORAGE", "ftp")
     with pytest.raises(ValidationError):
         Settings(_env_file=None)
+
+
+def test_production_refuses_test_mode_payments_and_http() -> None:
+    with pytest.raises(ValidationError) as refused:
+        Settings(
+            env="production",
+            secret_key="x" * 40,
+            database_url="postgresql://x/y",
+            base_url="http://shop.example",
+            _env_file=None,
+        )
+    message = str(refused.value)
+    assert "https://" in message and "test-mode payments" in message
+
+
+def test_production_starts_with_safe_settings() -> None:
+    s = Settings(
+        env="production",
+        secret_key="x" * 40,
+        database_url="postgresql://x/y",
+        base_url="https://shop.example",
+        stripe_secret_key="sk_live_x",
+        stripe_webhook_secret="whsec_x",
+        _env_file=None,
+    )
+    assert s.secure_cookies
