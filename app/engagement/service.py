@@ -3,16 +3,25 @@
 One batch is one transaction: the events that are new are appended (a retry with the same
 client ids adds nothing), and the per-lesson progress and per-buyer totals are updated from
 those new events only, under row locks, so pages and dashboards never scan the raw events.
+
+Two ways lead to the database, and every decision is made here, once, for both:
+`read_batch` checks the batch's shape and values, `admit` checks each event against its
+lesson and the buyer's entitlements, `fold` computes the new rollup rows. `ingest` below runs
+them through SQLAlchemy (SQLite, and PostgreSQL without the app's event pool, e.g. a
+TestClient outside its lifespan); `app/engagement/fastpath.py` runs them on PostgreSQL
+through an async psycopg pool in three round trips. Only the queries differ.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import uuid
 from collections import Counter, defaultdict
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, bindparam, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -41,6 +50,9 @@ CLIENT_KINDS = frozenset(
         EventKind.page_viewed,
     }
 )
+VIDEO_PROGRESS = EventKind.video_progress.value
+PAGE_VIEWED = EventKind.page_viewed.value
+LESSON_COMPLETED = EventKind.lesson_completed.value
 DURATION_SLACK = 1.0  # players report the last frame a little past the container's duration
 MAX_RATE = 4.0
 MIN_RATE = 0.25
@@ -68,10 +80,12 @@ class Outcome:
         }
 
 
-@dataclass
-class _Event:
+@dataclass(slots=True)
+class ClientEvent:
+    """One event of a batch after `read_batch`: values checked, lesson not yet looked up."""
+
     index: int
-    client_id: uuid.UUID
+    client_id: str  # canonical UUID text, see _client_id
     kind: str
     lesson_id: int
     at: datetime
@@ -83,19 +97,39 @@ class _Event:
     product_id: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class LessonFacts:
+    """What checking an event needs to know about its lesson (a lesson of a published
+    product; drafts are as unknown to buyers as lessons that do not exist)."""
+
+    product_id: int
+    kind: str
+    duration: float | None
+    page_count: int | None
+
+
 class BadBatch(ValueError):
     """The batch as a whole cannot be read (not a list, too many events)."""
 
 
 def _number(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    """A finite number as float; None for anything else (booleans, strings, inf, nan)."""
+    kind = type(value)  # exact types first: this runs several times per event
+    if kind is float:
+        return value if math.isfinite(value) else None  # type: ignore[arg-type,return-value]
+    if kind is not int and (kind is bool or not isinstance(value, int | float)):
         return None
-    number = float(value)
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except OverflowError:  # an integer of hundreds of digits
+        return None
     return number if math.isfinite(number) else None
 
 
 def _parse_time(value: object) -> datetime | None:
-    if isinstance(value, str) and 0 < len(value) <= 40:
+    if type(value) is str:
+        if not 0 < len(value) <= 40:
+            return None
         try:
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
@@ -107,54 +141,337 @@ def _parse_time(value: object) -> datetime | None:
     return None
 
 
-def _parse(index: int, raw: object, *, now: datetime, settings: Settings) -> _Event | Rejection:
-    """The event's shape and values, before anything is looked up."""
-    if not isinstance(raw, dict):
-        return Rejection.malformed
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def _client_id(value: object) -> str | None:
+    """The canonical text of a UUID (lowercase, hyphenated), or None.
+
+    Text rather than uuid.UUID objects: the ids are hashed, compared and sorted for every
+    event, which UUID objects do in Python and strings in C. Canonical text sorts like the
+    UUID's value, which is the order PostgreSQL's uuid type has too.
+    """
+    if type(value) is str and _CANONICAL_UUID.fullmatch(value):
+        return value  # what browsers' crypto.randomUUID() sends: nothing to convert
     try:
-        client_id = uuid.UUID(str(raw.get("id", "")))
+        return str(uuid.UUID(value if type(value) is str else str(value)))
     except ValueError:
+        return None
+
+
+def _parse(
+    index: int, raw: object, earliest: datetime, latest: datetime
+) -> ClientEvent | Rejection:
+    """The event's shape and values, before anything is looked up.
+
+    earliest/latest: the accepted client times, computed once per batch (this runs for every
+    event of every batch, the hottest loop of ingestion).
+    """
+    if type(raw) is not dict:
+        return Rejection.malformed
+    client_id = _client_id(raw.get("id", ""))
+    if client_id is None:
         return Rejection.malformed
     kind = raw.get("kind")
-    if not isinstance(kind, str) or kind not in CLIENT_KINDS:
+    if type(kind) is not str or kind not in CLIENT_KINDS:
         return Rejection.unknown_kind
     lesson_id = raw.get("lesson_id")
-    if isinstance(lesson_id, bool) or not isinstance(lesson_id, int) or not 0 < lesson_id < 2**31:
+    if type(lesson_id) is not int or not 0 < lesson_id < 2**31:
         return Rejection.malformed
     at = _parse_time(raw.get("at"))
     if at is None:
         return Rejection.malformed
-    if at > now + timedelta(seconds=settings.events_max_future_seconds):
+    if at > latest or at < earliest:
         return Rejection.bad_time
-    if at < now - timedelta(days=settings.events_max_age_days):
-        return Rejection.bad_time
-    event = _Event(index, client_id, kind, lesson_id, at)
-    if kind == EventKind.video_progress:
+    if kind == VIDEO_PROGRESS:
         start, end = _number(raw.get("start")), _number(raw.get("end"))
         rate = _number(raw.get("rate", 1.0))
         if start is None or end is None or rate is None:
             return Rejection.malformed
         if start < 0 or end <= start or not MIN_RATE <= rate <= MAX_RATE:
             return Rejection.out_of_range
-        event.start, event.end, event.rate = start, end, rate
-    elif kind == EventKind.page_viewed:
+        return ClientEvent(index, client_id, kind, lesson_id, at, start, end, rate)
+    if kind == PAGE_VIEWED:
         page, seconds = raw.get("page"), _number(raw.get("seconds", 0))
-        if isinstance(page, bool) or not isinstance(page, int) or seconds is None:
+        if type(page) is not int or seconds is None:
             return Rejection.malformed
         if not 1 <= page <= 100_000 or not 0 <= seconds <= MAX_PAGE_SECONDS:
             return Rejection.out_of_range
-        event.page, event.seconds = page, seconds
-    return event
+        return ClientEvent(index, client_id, kind, lesson_id, at, page=page, seconds=seconds)
+    return ClientEvent(index, client_id, kind, lesson_id, at)
 
+
+def read_batch(
+    batch: object, *, settings: Settings, now: datetime
+) -> tuple[Outcome, list[ClientEvent]]:
+    """Check the batch's shape and each event's values; repeats within the batch count as
+    duplicates. The events left still need `admit` (lesson and entitlement)."""
+    if not isinstance(batch, list):
+        raise BadBatch("expected a JSON object with a list of events under 'events'")
+    if len(batch) > settings.events_batch_limit:
+        raise BadBatch(
+            f"a batch holds at most {settings.events_batch_limit} events; this one has {len(batch)}"
+        )
+    earliest = now - timedelta(days=settings.events_max_age_days)
+    latest = now + timedelta(seconds=settings.events_max_future_seconds)
+    outcome = Outcome()
+    parsed: list[ClientEvent] = []
+    seen: set[str] = set()
+    for index, raw in enumerate(batch):
+        result = _parse(index, raw, earliest, latest)
+        if isinstance(result, Rejection):
+            outcome.rejected.append(_rejection(index, raw, result))
+        elif result.client_id in seen:
+            outcome.duplicate += 1
+        else:
+            seen.add(result.client_id)
+            parsed.append(result)
+    return outcome, parsed
+
+
+def _check(event: ClientEvent, lesson: LessonFacts | None) -> Rejection | None:
+    if lesson is None:
+        return Rejection.unknown_lesson
+    if event.kind == VIDEO_PROGRESS:
+        if lesson.kind != "video":
+            return Rejection.wrong_kind
+        if lesson.duration and (event.end or 0) > lesson.duration + DURATION_SLACK:
+            return Rejection.out_of_range
+    if event.kind == PAGE_VIEWED:
+        if lesson.kind != "pdf":
+            return Rejection.wrong_kind
+        if lesson.page_count and (event.page or 0) > lesson.page_count:
+            return Rejection.out_of_range
+    return None
+
+
+def admit(
+    outcome: Outcome,
+    events: list[ClientEvent],
+    lessons: Mapping[int, LessonFacts],
+    entitled: Collection[int],
+) -> list[ClientEvent]:
+    """The events the buyer may record: a published lesson (`lessons`) of a product they are
+    entitled to now (`entitled`: product ids), with values that fit the lesson. The others
+    are added to the outcome's rejections."""
+    valid: list[ClientEvent] = []
+    for event in events:
+        lesson = lessons.get(event.lesson_id)
+        reason = (
+            Rejection.not_entitled
+            if lesson is not None and lesson.product_id not in entitled
+            else _check(event, lesson)
+        )
+        if reason is not None:
+            outcome.rejected.append(_rejection(event.index, None, reason, event))
+        else:
+            event.product_id = lesson.product_id  # type: ignore[union-attr]
+            valid.append(event)
+    return valid
+
+
+def _rejection(
+    index: int, raw: object, reason: Rejection, event: ClientEvent | None = None
+) -> dict[str, Any]:
+    client_id = event.client_id if event else None
+    if client_id is None and isinstance(raw, dict) and isinstance(raw.get("id"), str):
+        client_id = raw["id"][:64]
+    return {"index": index, "id": client_id, "reason": reason.value}
+
+
+# -- the rollups, computed the same way whichever way they are stored ----------------------
+
+
+class ProgressRow(NamedTuple):
+    """A locked lesson_progress row, as `fold` reads it (both paths select these columns)."""
+
+    lesson_id: int
+    intervals: list[list[float]]
+    covered_seconds: float
+    position: float
+    pages: list[int]
+    reading_seconds: float
+    opened_at: datetime | None
+    completed_at: datetime | None
+    last_active_at: datetime | None
+
+
+class BuyerRow(NamedTuple):
+    """The locked buyer_engagement row, as `fold` reads it."""
+
+    lessons_completed: int
+    media_seconds: float
+    pages_read: int
+    reading_seconds: float
+    first_active_at: datetime | None
+    last_active_at: datetime | None
+    engaged_at: datetime | None
+
+
+class ProgressUpdate(NamedTuple):
+    """The new values of one lesson_progress row."""
+
+    lesson_id: int
+    intervals: list[list[float]]
+    covered_seconds: float
+    duration_seconds: float | None
+    position: float
+    pages: list[int]
+    reading_seconds: float
+    opened_at: datetime | None
+    completed_at: datetime | None
+    last_active_at: datetime | None
+
+
+class BuyerUpdate(NamedTuple):
+    """The new values of the buyer_engagement row."""
+
+    lessons_total: int
+    lessons_completed: int
+    media_seconds: float
+    pages_read: int
+    reading_seconds: float
+    first_active_at: datetime | None
+    last_active_at: datetime | None
+    engaged_at: datetime | None
+    score_at_last_event: float
+
+
+@dataclass(frozen=True)
+class Fold:
+    progress: list[ProgressUpdate]  # in lesson id order
+    buyer: BuyerUpdate
+    engaged_now: bool  # the score crossed the threshold with this batch, for the first time
+
+
+def fold(
+    events: list[ClientEvent],
+    lessons: Mapping[int, LessonFacts],
+    current: Mapping[int, ProgressRow],
+    buyer: BuyerRow,
+    *,
+    lessons_total: int,
+    settings: Settings,
+    now: datetime,
+) -> Fold:
+    """Fold new events (in batch order) into the locked progress rows of their lessons and
+    the buyer's totals."""
+    by_lesson: dict[int, list[ClientEvent]] = defaultdict(list)
+    for e in events:
+        by_lesson[e.lesson_id].append(e)
+    d_media = 0.0
+    d_pages = 0
+    d_reading = 0.0
+    d_completed = 0
+    first = last = events[0].at
+    updates: list[ProgressUpdate] = []
+    for lid in sorted(by_lesson):
+        row, lesson, new = current[lid], lessons[lid], by_lesson[lid]
+        # One pass over the lesson's new events (this runs for every event of every batch).
+        stretches: list[tuple[float, float]] = []
+        read: set[int] = set()
+        seconds: list[float] = []
+        said_done = False
+        latest = latest_video = new[0]
+        earliest = new[0].at
+        video = False
+        for e in new:
+            if e.kind == VIDEO_PROGRESS:
+                stretches.append((e.start, e.end))  # type: ignore[arg-type]
+                if not video or e.at > latest_video.at:  # the first of the latest, as max()
+                    latest_video, video = e, True
+            elif e.kind == PAGE_VIEWED:
+                seconds.append(e.seconds or 0)
+                if e.page is not None and (e.seconds or 0) >= PAGE_READ_SECONDS:
+                    read.add(e.page)
+            elif e.kind == LESSON_COMPLETED:
+                said_done = True
+            if e.at > latest.at:
+                latest = e
+            earliest = min(earliest, e.at)
+        first, last = min(first, earliest), max(last, latest.at)
+        intervals, covered = row.intervals, row.covered_seconds
+        if stretches:
+            intervals, covered = coverage.add(row.intervals, stretches)
+        pages = sorted(set(row.pages) | read)
+        reading = row.reading_seconds + sum(seconds)
+        row_last = _aware(row.last_active_at)
+        position = row.position
+        if video and (row_last is None or latest.at >= row_last):
+            position = latest_video.end or 0.0
+        completed_at = row.completed_at
+        if completed_at is None and _completes(lesson, covered, pages, said_done):
+            completed_at = now
+            d_completed += 1
+        d_media += covered - row.covered_seconds
+        d_pages += len(pages) - len(row.pages)
+        d_reading += reading - row.reading_seconds
+        updates.append(
+            ProgressUpdate(
+                lesson_id=lid,
+                intervals=intervals,
+                covered_seconds=covered,
+                duration_seconds=lesson.duration,
+                position=position,
+                pages=pages,
+                reading_seconds=reading,
+                opened_at=_aware(row.opened_at) or earliest,
+                completed_at=completed_at,
+                last_active_at=max(row_last or latest.at, latest.at),
+            )
+        )
+    facts = Facts(
+        lessons_total=lessons_total,
+        lessons_completed=buyer.lessons_completed + d_completed,
+        media_seconds=buyer.media_seconds + d_media,
+        pages_read=buyer.pages_read + d_pages,
+        last_active_at=max(_aware(buyer.last_active_at) or last, last),
+    )
+    result = score(facts, settings, now=now)
+    engaged_now = buyer.engaged_at is None and result.engaged
+    totals = BuyerUpdate(
+        lessons_total=facts.lessons_total,
+        lessons_completed=facts.lessons_completed,
+        media_seconds=round(facts.media_seconds, 2),
+        pages_read=facts.pages_read,
+        reading_seconds=round(buyer.reading_seconds + d_reading, 2),
+        first_active_at=min(_aware(buyer.first_active_at) or first, first),
+        last_active_at=facts.last_active_at,
+        engaged_at=now if engaged_now else buyer.engaged_at,
+        score_at_last_event=result.total,
+    )
+    return Fold(updates, totals, engaged_now)
+
+
+def _completes(lesson: LessonFacts, covered: float, pages: list[int], said_done: bool) -> bool:
+    if lesson.kind == "video":
+        # Watching counts, not the player's claim, unless the length is unknown.
+        return coverage.is_complete(covered, lesson.duration) if lesson.duration else said_done
+    if lesson.kind == "pdf" and lesson.page_count:
+        return len(pages) >= 0.9 * lesson.page_count or said_done
+    return said_done
+
+
+def insert_order(events: list[ClientEvent]) -> list[ClientEvent]:
+    """The events in client id order, the order both paths insert them in: two batches that
+    share events (a retry sent while the first try still runs) then wait for each other on
+    the unique index instead of deadlocking."""
+    return sorted(events, key=lambda e: e.client_id)
+
+
+# -- through SQLAlchemy ----------------------------------------------------------------------
 
 # The lessons of a batch with what is needed to check each event: its product's status, the
 # media's length and pages, and the user's entitlement. One query for the whole batch.
 _LESSONS_SQL = text(
     """
-    SELECT l.id, l.product_id, l.kind, p.status, a.duration_seconds, a.page_count,
-           e.id AS entitlement_id, e.revoked_at
+    SELECT l.id, l.product_id, l.kind,
+           CASE WHEN l.published AND m.status = 'published' THEN p.status ELSE 'draft' END
+             AS status,
+           a.duration_seconds, a.page_count, e.id AS entitlement_id, e.revoked_at
     FROM lesson l
     JOIN product p ON p.id = l.product_id
+    JOIN module m ON m.id = l.module_id
     LEFT JOIN asset a ON a.id = l.asset_id
     LEFT JOIN entitlement e ON e.product_id = l.product_id AND e.user_id = :uid
     WHERE l.id IN :ids
@@ -165,34 +482,11 @@ _LESSONS_TOTAL_SQL = text(
     """
     SELECT count(*) FROM lesson l
     JOIN product p ON p.id = l.product_id AND p.status = 'published'
+    JOIN module m ON m.id = l.module_id AND m.status = 'published'
     JOIN entitlement e ON e.product_id = l.product_id AND e.user_id = :uid
-    WHERE e.revoked_at IS NULL
+    WHERE e.revoked_at IS NULL AND l.published
     """
 )
-
-
-@dataclass(frozen=True)
-class _Lesson:
-    product_id: int
-    kind: str
-    duration: float | None
-    page_count: int | None
-
-
-def _check(event: _Event, lesson: _Lesson | None) -> Rejection | None:
-    if lesson is None:
-        return Rejection.unknown_lesson
-    if event.kind == EventKind.video_progress:
-        if lesson.kind != "video":
-            return Rejection.wrong_kind
-        if lesson.duration and (event.end or 0) > lesson.duration + DURATION_SLACK:
-            return Rejection.out_of_range
-    if event.kind == EventKind.page_viewed:
-        if lesson.kind != "pdf":
-            return Rejection.wrong_kind
-        if lesson.page_count and (event.page or 0) > lesson.page_count:
-            return Rejection.out_of_range
-    return None
 
 
 def _insert(conn: Connection) -> Any:
@@ -210,47 +504,22 @@ def ingest(
 ) -> Outcome:
     """Validate a batch of client events, store the new ones once and update the rollups."""
     now = now or utcnow()
-    if not isinstance(batch, list):
-        raise BadBatch("expected a JSON object with a list of events under 'events'")
-    if len(batch) > settings.events_batch_limit:
-        raise BadBatch(
-            f"a batch holds at most {settings.events_batch_limit} events; this one has {len(batch)}"
-        )
-    outcome = Outcome()
-    parsed: list[_Event] = []
-    seen: set[uuid.UUID] = set()
-    for index, raw in enumerate(batch):
-        result = _parse(index, raw, now=now, settings=settings)
-        if isinstance(result, Rejection):
-            outcome.rejected.append(_rejection(index, raw, result))
-        elif result.client_id in seen:
-            outcome.duplicate += 1
-        else:
-            seen.add(result.client_id)
-            parsed.append(result)
+    outcome, parsed = read_batch(batch, settings=settings, now=now)
     if not parsed:
         return outcome
 
-    lessons: dict[int, _Lesson] = {}
-    refused: set[int] = set()
+    lessons: dict[int, LessonFacts] = {}
+    entitled: set[int] = set()
     ids = sorted({e.lesson_id for e in parsed})
     for row in conn.execute(_LESSONS_SQL, {"uid": user_id, "ids": ids}):
         if row.status != "published":
             continue  # a draft is as unknown to buyers as a lesson that does not exist
-        if row.entitlement_id is None or row.revoked_at is not None:
-            refused.add(row.id)
-            continue
-        lessons[row.id] = _Lesson(row.product_id, row.kind, row.duration_seconds, row.page_count)
-    valid: list[_Event] = []
-    for event in parsed:
-        reason = (Rejection.not_entitled if event.lesson_id in refused else None) or _check(
-            event, lessons.get(event.lesson_id)
+        lessons[row.id] = LessonFacts(
+            row.product_id, row.kind, row.duration_seconds, row.page_count
         )
-        if reason is not None:
-            outcome.rejected.append(_rejection(event.index, None, reason, event))
-        else:
-            event.product_id = lessons[event.lesson_id].product_id
-            valid.append(event)
+        if row.entitlement_id is not None and row.revoked_at is None:
+            entitled.add(row.product_id)
+    valid = admit(outcome, parsed, lessons, entitled)
     if not valid:
         return outcome
 
@@ -262,21 +531,14 @@ def ingest(
     return outcome
 
 
-def _rejection(
-    index: int, raw: object, reason: Rejection, event: _Event | None = None
-) -> dict[str, Any]:
-    client_id = str(event.client_id) if event else None
-    if client_id is None and isinstance(raw, dict) and isinstance(raw.get("id"), str):
-        client_id = raw["id"][:64]
-    return {"index": index, "id": client_id, "reason": reason.value}
-
-
-def _append(conn: Connection, user_id: int, events: list[_Event], now: datetime) -> list[_Event]:
+def _append(
+    conn: Connection, user_id: int, events: list[ClientEvent], now: datetime
+) -> list[ClientEvent]:
     """Insert the events; the ones already stored (a retry) are skipped and not returned."""
     rows = [
         {
             "user_id": user_id,
-            "client_id": e.client_id,
+            "client_id": uuid.UUID(e.client_id),
             "product_id": e.product_id,
             "lesson_id": e.lesson_id,
             "kind": e.kind,
@@ -288,38 +550,27 @@ def _append(conn: Connection, user_id: int, events: list[_Event], now: datetime)
             "occurred_at": e.at,
             "received_at": now,
         }
-        for e in events
+        for e in insert_order(events)
     ]
     stmt = (
         _insert(conn)(EVENTS)
         .on_conflict_do_nothing(index_elements=["user_id", "client_id"])
         .returning(EVENTS.c.client_id)
     )
-    stored = {row[0] for row in conn.execute(stmt, rows)}
+    stored = {str(row[0]) for row in conn.execute(stmt, rows)}
     return [e for e in events if e.client_id in stored]
 
 
 def _lock_rows(
     conn: Connection, user_id: int, lesson_ids: list[int], products: dict[int, int]
-) -> None:
-    """Make sure the rollup rows exist, so that they can be locked and updated."""
+) -> BuyerRow:
+    """Make sure the rollup rows exist, and lock the buyer's (PostgreSQL), which comes first.
+
+    Every batch of a buyer (and every download) takes the buyer row before any progress row,
+    on this path and on the fast path alike: two writers of the same buyer queue up there
+    instead of deadlocking. SQLite holds the database's write lock already.
+    """
     insert = _insert(conn)
-    conn.execute(
-        insert(PROGRESS).on_conflict_do_nothing(index_elements=["user_id", "lesson_id"]),
-        [
-            {
-                "user_id": user_id,
-                "lesson_id": lid,
-                "product_id": products[lid],
-                "intervals": [],
-                "pages": [],
-                "covered_seconds": 0.0,
-                "position": 0.0,
-                "reading_seconds": 0.0,
-            }
-            for lid in lesson_ids
-        ],
-    )
     conn.execute(
         insert(BUYER).on_conflict_do_nothing(index_elements=["user_id"]),
         {
@@ -333,128 +584,74 @@ def _lock_rows(
             "score_at_last_event": 0.0,
         },
     )
+    buyer_q = select(*(BUYER.c[name] for name in BuyerRow._fields)).where(
+        BUYER.c.user_id == user_id
+    )
+    if conn.dialect.name == "postgresql":
+        buyer_q = buyer_q.with_for_update()
+    buyer = BuyerRow(*conn.execute(buyer_q).one())
+    if lesson_ids:
+        conn.execute(
+            insert(PROGRESS).on_conflict_do_nothing(index_elements=["user_id", "lesson_id"]),
+            [
+                {
+                    "user_id": user_id,
+                    "lesson_id": lid,
+                    "product_id": products[lid],
+                    "intervals": [],
+                    "pages": [],
+                    "covered_seconds": 0.0,
+                    "position": 0.0,
+                    "reading_seconds": 0.0,
+                }
+                for lid in lesson_ids
+            ],
+        )
+    return buyer
 
 
 def _roll_up(
     conn: Connection,
     user_id: int,
-    events: list[_Event],
-    lessons: dict[int, _Lesson],
+    events: list[ClientEvent],
+    lessons: Mapping[int, LessonFacts],
     settings: Settings,
     now: datetime,
 ) -> bool:
     """Fold new events into lesson progress and the buyer's totals; True if now engaged."""
-    by_lesson: dict[int, list[_Event]] = defaultdict(list)
-    for e in events:
-        by_lesson[e.lesson_id].append(e)
-    lesson_ids = sorted(by_lesson)
-    _lock_rows(conn, user_id, lesson_ids, {lid: lessons[lid].product_id for lid in lesson_ids})
-    # Locked in key order (progress rows, then the buyer row) so that concurrent batches of
-    # the same buyer queue up instead of deadlocking. SQLite holds the write lock already.
+    lesson_ids = sorted({e.lesson_id for e in events})
+    buyer = _lock_rows(
+        conn, user_id, lesson_ids, {lid: lessons[lid].product_id for lid in lesson_ids}
+    )
+    # The progress rows in key order, after the buyer row (see _lock_rows).
     progress_q = (
-        select(PROGRESS)
+        select(*(PROGRESS.c[name] for name in ProgressRow._fields))
         .where(PROGRESS.c.user_id == user_id, PROGRESS.c.lesson_id.in_(lesson_ids))
         .order_by(PROGRESS.c.lesson_id)
     )
-    buyer_q = select(BUYER).where(BUYER.c.user_id == user_id)
     if conn.dialect.name == "postgresql":
         progress_q = progress_q.with_for_update()
-        buyer_q = buyer_q.with_for_update()
-    current = {row.lesson_id: row for row in conn.execute(progress_q)}
-    buyer = conn.execute(buyer_q).one()
-
-    d_media = 0.0
-    d_pages = 0
-    d_reading = 0.0
-    d_completed = 0
-    first = min(e.at for e in events)
-    last = max(e.at for e in events)
-    updates: list[dict[str, Any]] = []
-    for lid in lesson_ids:
-        row, lesson, new = current[lid], lessons[lid], by_lesson[lid]
-        intervals, covered = row.intervals, row.covered_seconds
-        stretches = [(e.start, e.end) for e in new if e.kind == EventKind.video_progress]
-        if stretches:
-            intervals, covered = coverage.add(row.intervals, stretches)  # type: ignore[arg-type]
-        pages = sorted(
-            set(row.pages)
-            | {e.page for e in new if e.page is not None and (e.seconds or 0) >= PAGE_READ_SECONDS}
-        )
-        reading = row.reading_seconds + sum(e.seconds or 0 for e in new)
-        latest = max(new, key=lambda e: e.at)
-        row_last = _aware(row.last_active_at)
-        position = row.position
-        positioned = [e for e in new if e.kind == EventKind.video_progress]
-        if positioned and (row_last is None or latest.at >= row_last):
-            position = max(positioned, key=lambda e: e.at).end or 0.0
-        completed_at = row.completed_at
-        if completed_at is None and _completes(lesson, covered, pages, new):
-            completed_at = now
-            d_completed += 1
-        d_media += covered - row.covered_seconds
-        d_pages += len(pages) - len(row.pages)
-        d_reading += reading - row.reading_seconds
-        opened = _aware(row.opened_at) or min(e.at for e in new)
-        updates.append(
-            {
-                "b_user": user_id,
-                "b_lesson": lid,
-                "intervals": intervals,
-                "covered_seconds": covered,
-                "duration_seconds": lesson.duration,
-                "position": position,
-                "pages": pages,
-                "reading_seconds": reading,
-                "opened_at": opened,
-                "completed_at": completed_at,
-                "last_active_at": max(row_last or latest.at, latest.at),
-            }
-        )
+    current = {row.lesson_id: ProgressRow(*row) for row in conn.execute(progress_q)}
+    total = conn.execute(_LESSONS_TOTAL_SQL, {"uid": user_id}).scalar_one()
+    folded = fold(
+        events, lessons, current, buyer, lessons_total=int(total), settings=settings, now=now
+    )
+    rows: list[dict[str, Any]] = []
+    for change in folded.progress:
+        values = change._asdict()
+        # Keys named like a column would join the SET clause: the key goes by another name.
+        values["b_lesson"] = values.pop("lesson_id")
+        rows.append({"b_user": user_id, **values})
     conn.execute(
         update(PROGRESS)
         .where(
             PROGRESS.c.user_id == bindparam("b_user"), PROGRESS.c.lesson_id == bindparam("b_lesson")
         )
-        .values({k: bindparam(k) for k in updates[0] if not k.startswith("b_")}),
-        updates,
+        .values({k: bindparam(k) for k in ProgressUpdate._fields if k != "lesson_id"}),
+        rows,
     )
-
-    total = conn.execute(_LESSONS_TOTAL_SQL, {"uid": user_id}).scalar_one()
-    facts = Facts(
-        lessons_total=int(total),
-        lessons_completed=buyer.lessons_completed + d_completed,
-        media_seconds=buyer.media_seconds + d_media,
-        pages_read=buyer.pages_read + d_pages,
-        last_active_at=max(_aware(buyer.last_active_at) or last, last),
-    )
-    result = score(facts, settings, now=now)
-    engaged_now = buyer.engaged_at is None and result.engaged
-    conn.execute(
-        update(BUYER)
-        .where(BUYER.c.user_id == user_id)
-        .values(
-            lessons_total=facts.lessons_total,
-            lessons_completed=facts.lessons_completed,
-            media_seconds=round(facts.media_seconds, 2),
-            pages_read=facts.pages_read,
-            reading_seconds=round(buyer.reading_seconds + d_reading, 2),
-            first_active_at=min(_aware(buyer.first_active_at) or first, first),
-            last_active_at=facts.last_active_at,
-            engaged_at=now if engaged_now else buyer.engaged_at,
-            score_at_last_event=result.total,
-        )
-    )
-    return engaged_now
-
-
-def _completes(lesson: _Lesson, covered: float, pages: list[int], new: list[_Event]) -> bool:
-    said_done = any(e.kind == EventKind.lesson_completed for e in new)
-    if lesson.kind == "video":
-        # Watching counts, not the player's claim, unless the length is unknown.
-        return coverage.is_complete(covered, lesson.duration) if lesson.duration else said_done
-    if lesson.kind == "pdf" and lesson.page_count:
-        return len(pages) >= 0.9 * lesson.page_count or said_done
-    return said_done
+    conn.execute(update(BUYER).where(BUYER.c.user_id == user_id).values(folded.buyer._asdict()))
+    return folded.engaged_now
 
 
 def record_download(

@@ -55,7 +55,7 @@ def test_random_batches_agree_with_a_second_by_second_count() -> None:
         for _ in range(rng.randint(1, 12)):
             start = rng.randint(0, 300)
             stretches.append((float(start), float(start + rng.randint(1, 60))))
-        seconds = set()
+        seconds: set[int] = set()
         for a, b in stretches:
             seconds.update(range(int(a), int(b)))
         state: list[list[float]] = []

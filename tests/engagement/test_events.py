@@ -42,7 +42,9 @@ def buyer(app: FastAPI, engine: Engine, shop: Shop) -> TestClient:
     return client
 
 
-def test_a_batch_is_stored_once_and_rolled_up(buyer: TestClient, engine: Engine, shop: Shop) -> None:
+def test_a_batch_is_stored_once_and_rolled_up(
+    buyer: TestClient, engine: Engine, shop: Shop
+) -> None:
     welcome = shop.lessons["welcome"]
     batch = [
         event("lesson_opened", welcome),
@@ -53,7 +55,12 @@ def test_a_batch_is_stored_once_and_rolled_up(buyer: TestClient, engine: Engine,
     r = post(buyer, batch)
     assert r.status_code == 202, r.text
     assert r.json() | {"errors": []} == {
-        "accepted": 4, "duplicate": 0, "rejected": 0, "reasons": {}, "errors": [], "engaged": False
+        "accepted": 4,
+        "duplicate": 0,
+        "rejected": 0,
+        "reasons": {},
+        "errors": [],
+        "engaged": False,
     }
     again = post(buyer, batch)  # the client retries: nothing counts twice
     assert again.json()["accepted"] == 0 and again.json()["duplicate"] == 4
@@ -202,14 +209,18 @@ def test_events_of_another_buyer_stay_theirs(
 def test_watching_the_course_makes_the_buyer_engaged(
     buyer: TestClient, engine: Engine, shop: Shop
 ) -> None:
-    course = [k for k, v in shop.lessons.items() if v.product_id == shop.lessons["welcome"].product_id]
+    course = [
+        k for k, v in shop.lessons.items() if v.product_id == shop.lessons["welcome"].product_id
+    ]
     batch = []
     for key in course:
         lesson = shop.lessons[key]
         if key in shop.durations:
             batch.append(event("video_progress", lesson, start=0, end=shop.durations[key]))
         elif lesson.kind == "pdf":
-            batch += [event("page_viewed", lesson, page=p, seconds=10) for p in range(1, shop.pages + 1)]
+            batch += [
+                event("page_viewed", lesson, page=p, seconds=10) for p in range(1, shop.pages + 1)
+            ]
         else:
             batch.append(event("lesson_completed", lesson))
     r = post(buyer, batch)
@@ -218,3 +229,19 @@ def test_watching_the_course_makes_the_buyer_engaged(
         totals = s.get(BuyerEngagement, shop.buyer)
         assert totals is not None and totals.engaged_at is not None
         assert totals.lessons_completed == totals.lessons_total == len(course)
+
+
+def test_hidden_lessons_are_not_counted(buyer: TestClient, engine: Engine, shop: Shop) -> None:
+    from app.catalog.models import Lesson
+
+    hidden = shop.lessons["existing-clients"]
+    with Session(engine) as s:
+        s.execute(update(Lesson).where(Lesson.id == hidden.id).values(published=False))  # type: ignore[arg-type]
+        s.commit()
+    r = post(
+        buyer, [event("lesson_opened", hidden), event("lesson_opened", shop.lessons["welcome"])]
+    )
+    assert r.json()["reasons"] == {"unknown_lesson": 1} and r.json()["accepted"] == 1
+    with Session(engine) as s:
+        totals = s.get(BuyerEngagement, shop.buyer)
+        assert totals is not None and totals.lessons_total == 7
