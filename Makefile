@@ -12,7 +12,7 @@ VENDOR := app/static/vendor
 
 export RAPPORT_ENV ?= dev
 
-.PHONY: run test check bench install vendor chromium clean lock
+.PHONY: run test check bench bench-data load install vendor chromium clean lock
 
 $(VENV)/.installed: requirements-dev.lock pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,14 +31,17 @@ $(VENDOR)/.installed: package.json package-lock.json
 
 vendor: $(VENDOR)/.installed
 
-# Debian's chromium for the browser tests; installed when missing and we may (root, apt).
+# Debian's chromium for the browser tests and ffmpeg for video processing (HLS renditions,
+# posters, test media); installed when missing and we may (root, apt).
 chromium:
-	@if [ ! -x /usr/bin/chromium ]; then \
+	@missing=""; [ -x /usr/bin/chromium ] || missing="chromium"; \
+	command -v ffmpeg >/dev/null || missing="$$missing ffmpeg"; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "installing Debian's chromium for the browser tests"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	    echo "installing Debian's$$missing for the tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	  else \
-	    echo "chromium is missing: run 'sudo apt-get install -y chromium' for the browser tests"; \
+	    echo "missing:$$missing; run 'sudo apt-get install -y$$missing' for the browser and video tests"; \
 	  fi; \
 	fi
 
@@ -62,6 +65,17 @@ bench: install vendor
 	@if ! command -v wrk >/dev/null && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; fi
 	$(PY) bench/run.py
+
+# 60 s of mixed buyer traffic from 100 clients against `rapport serve --workers 2` on a
+# throwaway PostgreSQL database (LOAD_SECONDS, LOAD_CLIENTS, LOAD_WORKERS, BENCH_PG_URL);
+# prints requests, errors, p50/p99 and fails on any error. See README.md, "Load test".
+load: install vendor
+	$(PY) bench/load.py
+
+# PostgreSQL databases for the dashboard benchmark (100k and 10k buyers, 5M events; minutes):
+# `make bench` measures dashboard_p50 only once they exist (BENCH_PG_URL, see bench/README.md).
+bench-data: install
+	$(PY) bench/data.py
 
 lock: install
 	$(UV) pip compile --quiet --python-version 3.11 pyproject.toml --extra dev -o requirements-dev.lock

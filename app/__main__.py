@@ -1,7 +1,8 @@
-"""The `rapport` command line: serve, migrate, publish, create-user."""
+"""The `rapport` command line: serve, migrate, worker, publish, create-user."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -100,10 +101,59 @@ def serve(
 
 
 @cli.command()
+def worker(
+    burst: Annotated[
+        bool, typer.Option("--burst", help="run every queued job and due retry, then exit")
+    ] = False,
+) -> None:
+    """Run background jobs from the Redis queue (needs RAPPORT_REDIS_URL)."""
+    from app.jobs.base import JobsUnavailable
+    from app.jobs.runner import build_context, uses_redis
+    from app.logs import configure_logging
+
+    settings = _settings()
+    if not settings.redis_url or not uses_redis(settings):
+        err.print(
+            "[red]configuration error[/red] `rapport worker` takes jobs from Redis: set "
+            "RAPPORT_REDIS_URL (e.g. redis://127.0.0.1:6379/0) and leave RAPPORT_JOBS=auto. "
+            "Without Redis the app runs its jobs in process and needs no worker."
+        )
+        raise typer.Exit(2)
+    from app.integrations.queue import RedisRunner
+
+    configure_logging(level=settings.log_level, json=settings.log_json)
+    runner = RedisRunner(settings.redis_url, queue=settings.jobs_queue)
+    context = build_context(settings, runner)
+    err.print(f"[bold]Rapport[/bold] worker on queue [bold]{settings.jobs_queue}[/bold]")
+    try:
+        runner.work(context, burst=burst, log_level=settings.log_level.upper())
+    except JobsUnavailable as exc:
+        err.print(f"[red]queue error[/red] {exc}; is Redis running?")
+        raise typer.Exit(1) from exc
+    finally:
+        runner.shutdown()
+        context.engine.dispose()
+
+
+@cli.command()
 def publish(
     path: Annotated[Path, typer.Argument(help="a course folder, e.g. courses/trust-at-a-distance")],
+    server: Annotated[
+        str | None,
+        typer.Option(help="publish to this running server (its URL), not the local database"),
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            help="an author's API token for --server (from the account page)",
+            envvar="RAPPORT_API_TOKEN",
+        ),
+    ] = None,
 ) -> None:
-    """Create or update a product from a course folder (idempotent)."""
+    """Create or update a product from a course folder (idempotent), here or on --server."""
+    if server is not None:
+        _publish_remote(path, server, token)
+        return
     from app.catalog.manifest import ManifestError
     from app.catalog.service import inspect_folder, publish_folder
     from app.db import make_engine
@@ -136,7 +186,11 @@ def publish(
         try:
             with Session(engine) as session:
                 report = publish_folder(
-                    session=session, storage=storage, folder=path, progress=track
+                    session=session,
+                    storage=storage,
+                    folder=path,
+                    progress=track,
+                    renditions=settings.hls_renditions,
                 )
                 session.commit()
         except ManifestError as exc:
@@ -159,6 +213,57 @@ def publish(
         f"{report.reused} unchanged file(s) reused; lessons: {report.lessons_added} added, "
         f"{report.lessons_updated} updated, {report.lessons_unchanged} unchanged, "
         f"{report.lessons_removed} removed"
+    )
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=False,
+    )
+
+
+def _publish_remote(path: Path, server: str, token: str | None) -> None:
+    """`publish --server`: the same folder checks, then the server's upload path and API."""
+    from app.authoring.remote import RemoteError, publish_remote
+    from app.catalog.manifest import ManifestError
+
+    if not token:
+        err.print("[red]error[/red] --server needs --token (or RAPPORT_API_TOKEN): an author's")
+        err.print("API token, made on the account page of that server")
+        raise typer.Exit(2)
+    with _progress() as progress:
+
+        def track(name: str, size: int) -> Callable[[int], None]:
+            task = progress.add_task(f"uploading {name}", total=size)
+            return lambda n: progress.advance(task, n)
+
+        try:
+            report = publish_remote(path, server=server, token=token, track=track)
+        except ManifestError as exc:
+            err.print(f"[red]error[/red] {exc.path}: field [bold]{exc.field}[/bold]: {exc.message}")
+            err.print("nothing was changed")
+            raise typer.Exit(2) from exc
+        except RemoteError as exc:
+            err.print(f"[red]error[/red] {exc}")
+            err.print("files uploaded so far are kept: run the command again to go on")
+            raise typer.Exit(2 if exc.status in (401, 403, 413, 415, 422) else 1) from exc
+    lessons = ", ".join(f"{v} {k.removeprefix('lessons_')}" for k, v in report.lessons.items())
+    uploaded = (
+        f"uploaded {len(report.uploaded)} file(s), {report.uploaded_bytes / 1e6:.1f} MB"
+        if report.uploaded
+        else "nothing uploaded"
+    )
+    verb = "created" if report.created else "updated"
+    out.print(
+        f"[green]{verb}[/green] [bold]{report.slug}[/bold] on {server}: {uploaded}; "
+        f"{report.reused} file(s) the server had reused; lessons: {lessons}",
+        soft_wrap=True,
     )
 
 

@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     s3_endpoint_url: str | None = None
     s3_region: str = "eu-central-1"
     s3_prefix: str = ""
+    # Cut an HLS rendition of each published video when ffmpeg is installed (MP4 stays the
+    # fallback); off, videos play as MP4 only.
+    hls_renditions: bool = True
     download_url_ttl: int = Field(default=600, ge=10, le=7 * 24 * 3600)
     download_limit: int = Field(
         default=10, ge=1, le=1000

@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import Request
 from sqlalchemy import Engine, MetaData, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlmodel import Session, SQLModel
 
 # Stable constraint names make Alembic revisions identical on SQLite and PostgreSQL.
@@ -28,6 +28,12 @@ def normalize_url(url: str) -> str:
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     return parsed.render_as_string(hide_password=False)
+
+
+def libpq_dsn(url: str | URL) -> str:
+    """The connection string libpq takes, for psycopg used without SQLAlchemy."""
+    parsed = make_url(url) if isinstance(url, str) else url
+    return parsed.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

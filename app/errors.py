@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 import structlog
 from fastapi import FastAPI, Request
+from fastapi import routing as fastapi_routing
+from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.routing import APIRoute
 from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -88,8 +94,12 @@ def install_error_handlers(app: FastAPI) -> None:
     async def validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
         if _wants_json(request):
+            # "type" too: the body must match the HTTPValidationError schema that FastAPI
+            # documents for every 422 (the raw "input" and "ctx" stay out: they can echo
+            # secrets or huge bodies back).
             errors = [
-                {"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in exc.errors()
+                {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+                for e in exc.errors()
             ]
             return JSONResponse({"detail": errors, "status": 422}, status_code=422)
         return error_response(request, 422)
@@ -138,3 +148,82 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(OperationalError, unavailable)
     app.add_exception_handler(InterfaceError, unavailable)
     app.add_exception_handler(Exception, crash)
+    _document_errors(app)
+
+
+ERROR_SCHEMA = {
+    "type": "object",
+    "title": "ErrorBody",
+    "properties": {"detail": {"type": "string"}, "status": {"type": "integer"}},
+    "required": ["detail", "status"],
+}
+
+
+def _calls(dependant: Dependant) -> Iterator[object]:
+    for dep in dependant.dependencies:
+        if dep.call is not None:
+            yield dep.call
+        yield from _calls(dep)
+
+
+def _api_routes(app: FastAPI) -> Iterator[tuple[str, APIRoute]]:
+    """Each API route with its full path as /openapi.json names it. FastAPI 0.165+ keeps
+    included routers as lazy branches (walked with `iter_route_contexts`, as its own OpenAPI
+    generator does); older versions copy every route into `app.routes`."""
+    iter_contexts = getattr(fastapi_routing, "iter_route_contexts", None)
+    if iter_contexts is None:
+        for route in app.routes:
+            if isinstance(route, APIRoute):
+                yield route.path_format, route
+        return
+    for context in iter_contexts(app.routes):
+        route = context.original_route
+        if isinstance(route, APIRoute) and context.path_format:
+            yield context.path_format, route
+
+
+def _document_errors(app: FastAPI) -> None:
+    """Declare in /openapi.json the errors that shared machinery answers for an operation, so
+    that no route has to repeat them (and none can forget them):
+
+    - 400 for a route with a body: FastAPI refuses a body it cannot decode (not UTF-8);
+    - 401 for a route that reads the user (deps.get_optional_user and what builds on it): no
+      sign-in, or an invalid API token, is answered by `login_required` above;
+    - 403 for a route behind deps.get_author or deps.get_admin (`forbidden` above).
+
+    A route's own `responses=` for the same status wins.
+    """
+    from app.deps import get_admin, get_author, get_optional_user
+
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        # FastAPI's schema, cached on the app until the routes change; completed in place once.
+        schema = build()
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        if components.get("ErrorBody") is ERROR_SCHEMA:
+            return schema
+        components["ErrorBody"] = ERROR_SCHEMA
+        body = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+        for path, route in _api_routes(app):
+            if not route.include_in_schema:
+                continue
+            calls = set(_calls(route.dependant))
+            shared: dict[str, str] = {}
+            if route.body_field is not None:
+                shared["400"] = "the body could not be read"
+            if get_optional_user in calls:
+                shared["401"] = "not signed in, or an invalid API token"
+            if get_author in calls or get_admin in calls:
+                shared["403"] = "signed in without the role this needs"
+            for method in route.methods or ():
+                operation = schema["paths"].get(path, {}).get(method.lower())
+                if operation is None:
+                    continue
+                for status, description in shared.items():
+                    operation["responses"].setdefault(
+                        status, {"description": description, "content": body}
+                    )
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from http.cookies import CookieError
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -32,11 +34,27 @@ class RequestGuard:
     """Refuse bodies over the limit (413) and multipart bodies without a boundary (400).
 
     Runs before the CSRF middleware, which reads form bodies whole and expects a boundary.
+    `larger` names the routes that take bigger bodies on purpose (path pattern, byte cap):
+    the local-storage upload chunks (app/authoring/upload_routes.py), streamed to disk.
     """
 
-    def __init__(self, app: ASGIApp, *, max_body: int = 1024 * 1024) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body: int = 1024 * 1024,
+        larger: Sequence[tuple[str, int]] = (),
+    ) -> None:
         self.app = app
         self.max_body = max_body
+        self.larger = [(re.compile(pattern), cap) for pattern, cap in larger]
+
+    def limit(self, path: str) -> int:
+        """The body cap for a path: the default unless it is one of the larger routes."""
+        for pattern, cap in self.larger:
+            if pattern.fullmatch(path):
+                return cap
+        return self.max_body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -57,6 +75,7 @@ class RequestGuard:
                 if not started:
                     await _reject(send, 400, MALFORMED)
             return
+        max_body = self.limit(scope["path"])
         length = None
         content_type = b""
         for name, value in scope["headers"]:
@@ -66,7 +85,7 @@ class RequestGuard:
                 content_type = value
         if length is not None:
             try:
-                if int(length) > self.max_body:
+                if int(length) > max_body:
                     await _reject(send, 413, JSON_413)
                     return
             except ValueError:
@@ -85,7 +104,7 @@ class RequestGuard:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_body:
+                if received > max_body:
                     raise BodyTooLarge()
             return message
 

@@ -57,16 +57,22 @@ class RequestContextMiddleware:
     """
 
     def __init__(
-        self, app: ASGIApp, *, access_log: bool = True, media_origins: tuple[str, ...] = ()
+        self,
+        app: ASGIApp,
+        *,
+        access_log: bool = True,
+        media_origins: tuple[str, ...] = (),
+        form_origins: tuple[str, ...] = (),
     ) -> None:
         self.app = app
         self.access_log = access_log
         # Media may come from the S3 endpoint (presigned URLs), which may be plain http in dev.
         media = " ".join(("'self'", "blob:", "https:", *media_origins))
+        forms = " ".join(("'self'", "https:", *form_origins))
         csp = (
             f"default-src 'self'; img-src 'self' data: {media}; media-src {media};"
             f" connect-src {media}; worker-src 'self' blob:; frame-ancestors 'none';"
-            " font-src 'self' data:; base-uri 'self'; form-action 'self' https:; object-src 'none'"
+            f" font-src 'self' data:; base-uri 'self'; form-action {forms}; object-src 'none'"
         )
         self.HEADERS = [
             (b"x-content-type-options", b"nosniff"),

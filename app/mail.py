@@ -77,6 +77,9 @@ def render_mail(name: str, *, to: str, locale: str, **context: object) -> Mail:
 SUBJECTS = {
     "magic_link": "Your sign-in link for Rapport",
     "purchase": "Thank you for your purchase",
+    "release": "New in your library",
+    "inquiry_admin": "New inquiry",
+    "inquiry_received": "We have received your inquiry",
 }
 
 

@@ -18,6 +18,10 @@ from app import ops
 from app.accounts import pages as accounts_pages
 from app.accounts import routes as accounts_routes
 from app.admin import pages as admin_pages
+from app.admin.visits import VisitCounter, VisitRecorder
+from app.authoring import pages as authoring_pages
+from app.authoring import routes as authoring_routes
+from app.authoring import upload_routes
 from app.catalog import pages as catalog_pages
 from app.catalog.cache import SESSION_COOKIE, CachedPages, PageCache
 from app.catalog.changes import CatalogWatcher
@@ -32,9 +36,13 @@ from app.delivery import pages as delivery_pages
 from app.delivery import routes as delivery_routes
 from app.delivery.fastpath import StreamFastPath
 from app.delivery.storage import make_storage
+from app.engagement import routes as engagement_routes
+from app.engagement.fastpath import make_event_writer
 from app.errors import install_error_handlers
 from app.guard import RequestGuard
-from app.jobs.runner import InProcessRunner
+from app.inquiries import pages as inquiry_pages
+from app.jobs.base import JobContext
+from app.jobs.runner import make_runner
 from app.logs import RequestContextMiddleware, configure_logging
 from app.mail import make_mailer
 from app.ratelimit import make_limiter
@@ -53,13 +61,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     engine = make_engine(settings.database_url)
     storage = make_storage(settings)
     watcher = CatalogWatcher(settings.database_url)
+    event_writer = make_event_writer(settings.database_url, watcher)  # None on SQLite
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await watcher.start()
+        app.state.visits.start()
+        if event_writer is not None:
+            await event_writer.open()
         try:
             yield
         finally:
+            if event_writer is not None:
+                await event_writer.close()
+            app.state.visits.stop()
             app.state.jobs.shutdown()
             await watcher.stop()
             engine.dispose()
@@ -76,17 +91,35 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = engine
     app.state.storage = storage
     app.state.catalog_watcher = watcher
+    app.state.event_writer = event_writer
     app.state.page_cache = PageCache(watcher)
     app.state.limiter = make_limiter(settings.redis_url)
     app.state.mailer = make_mailer(settings)
     app.state.payments = make_provider(settings)
-    app.state.jobs = InProcessRunner()
+    app.state.visits = VisitRecorder(engine, own_host=urlsplit(settings.base_url).hostname or "")
+    # In-process jobs use the app's own engine, storage and mailer, read when each job runs.
+    app.state.jobs = make_runner(
+        settings,
+        lambda: JobContext(
+            settings=app.state.settings,
+            engine=app.state.engine,
+            storage=app.state.storage,
+            mailer=app.state.mailer,
+            jobs=app.state.jobs,
+        ),
+    )
 
     media_origins: tuple[str, ...] = ()
     if settings.storage == "s3" and settings.s3_endpoint_url:
         endpoint = urlsplit(settings.s3_endpoint_url)
         media_origins = (f"{endpoint.scheme}://{endpoint.netloc}",)
-    # Innermost first: session, CSRF, request guard, cached pages, request context.
+    # Checkout forms redirect to the payment page: Stripe's is https (allowed), a Stripe-like
+    # API on another address (a local fake in tests) must be named.
+    form_origins: tuple[str, ...] = ()
+    if settings.stripe_api_base:
+        api = urlsplit(settings.stripe_api_base)
+        form_origins = (f"{api.scheme}://{api.netloc}",)
+    # Innermost first: session, CSRF, request guard, cached pages, visit counter, request context.
     app.add_middleware(
         SessionMiddleware,
         secret_key=settings.secret_key,
@@ -104,7 +137,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         skip_if_scope=csrf_exempt,
         send_csrf_failed=csrf_failed,
     )
-    app.add_middleware(RequestGuard)
+    # Bodies are capped at 1 MiB, except the upload chunks of local mode (streamed to disk).
+    app.add_middleware(
+        RequestGuard,
+        larger=[(upload_routes.CHUNK_PATH, settings.upload_chunk_mib * 1024 * 1024)],
+    )
     app.add_middleware(
         StreamFastPath,
         state=app.state,
@@ -114,19 +151,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         CachedPages, cache=app.state.page_cache, default_locale=settings.default_locale
     )
+    if settings.count_visits:
+        # Outside CachedPages, which answers cached pages before anything inside it runs.
+        app.add_middleware(VisitCounter, recorder=app.state.visits)
     app.add_middleware(
         FirstTouch,
         own_host=urlsplit(settings.base_url).hostname or "",
         secure=settings.secure_cookies,
     )
     app.add_middleware(
-        RequestContextMiddleware, access_log=settings.access_log, media_origins=media_origins
+        RequestContextMiddleware,
+        access_log=settings.access_log,
+        media_origins=media_origins,
+        form_origins=form_origins,
     )
     install_error_handlers(app)
     # Order matters for speed: the catalog is the hottest route, so it is matched first.
     app.include_router(catalog_pages.router)
     app.include_router(delivery_routes.api)  # stream URLs: the next hottest path
+    app.include_router(engagement_routes.api)
     app.include_router(ops.router)
+    app.include_router(inquiry_pages.router)
     app.include_router(accounts_pages.router)
     app.include_router(accounts_routes.router)
     app.include_router(admin_pages.router)
@@ -134,6 +179,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(checkout_routes.router)
     app.include_router(delivery_routes.router)
     app.include_router(delivery_pages.router)
+    app.include_router(authoring_pages.router)
+    app.include_router(authoring_routes.router)
+    app.include_router(upload_routes.router)
 
     @app.get("/lang/{code}", include_in_schema=False)
     async def switch_language(code: str, request: Request, next: str = "/") -> RedirectResponse:

@@ -1,7 +1,16 @@
 """Every table, imported once so that metadata (and Alembic) sees them all."""
 
 from app.accounts.models import ApiToken, Company, LoginToken, User
-from app.catalog.models import Asset, BundleItem, Lesson, Module, Price, Product
+from app.admin.models import BuyerFunnel, Visit, VisitDay, VisitSalt
+from app.catalog.models import (
+    Asset,
+    BundleItem,
+    Lesson,
+    Module,
+    Price,
+    Product,
+    ReleaseNotice,
+)
 from app.checkout.models import Entitlement, Order, WebhookEvent
 from app.delivery.models import StampedCopy
 from app.engagement.models import BuyerEngagement, EngagementEvent, LessonProgress
@@ -12,6 +21,7 @@ __all__ = [
     "Asset",
     "BundleItem",
     "BuyerEngagement",
+    "BuyerFunnel",
     "Company",
     "EngagementEvent",
     "Entitlement",
@@ -24,7 +34,11 @@ __all__ = [
     "Order",
     "Price",
     "Product",
+    "ReleaseNotice",
     "StampedCopy",
     "User",
+    "Visit",
+    "VisitDay",
+    "VisitSalt",
     "WebhookEvent",
 ]

@@ -28,9 +28,9 @@ ORDER = (
     "stamping",
     "ingestion",
     "upload_rss",
-    "dashboard_p50",
+    "dashboard",
 )
-NOT_BENCHMARKS = {"run", "bare_app", "__init__"}
+NOT_BENCHMARKS = {"run", "bare_app", "__init__", "data", "load"}  # load: `make load`
 
 
 def available() -> list[str]:

@@ -3,8 +3,11 @@
 ours: `GET /api/v1/lessons/{id}/stream?redirect=1` for a non-preview video lesson of
 trust-at-a-distance, sent with the cookies of a buyer who owns the course and signed in
 through a login link (the session cookie and the CSRF cookie, as a browser sends them). Each
-request runs our whole request path (middleware, session, access line), the one access query
-(`media_grant`, in the thread pool) and signs a local media link; it answers 302 to it.
+request runs our whole request path as deployed: the outer middleware (request id, access line),
+then the stream fast path (app/delivery/fastpath.py), which checks the session cookie, runs the
+one access query on the event loop through its own connection (sqlite3; on PostgreSQL a psycopg
+async pool, requests arriving together sharing one query) and signs a local media link; it
+answers 302 to it.
 Measured twice: on SQLite (a file in a temporary folder) and on PostgreSQL (a temporary
 database created on BENCH_PG_URL and dropped at the end; skipped, with a message, when that
 server cannot be reached). baseline: `GET /redirect` of `bench/bare_app.py`, an `async def`

@@ -431,3 +431,16 @@ def post_event(
             "Content-Type": "application/json",
         },
     )
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Keep `xdist_group` working: xdist 3.8 marks a test's group by rewriting `_nodeid`, but
+    pytest 9.2 derives the node id from `_id`, so the group was lost and grouped tests (the
+    browser, fault and fuzz suites, each with one live server) spread over both workers."""
+    from _pytest.nodeid import coerce_node_id
+
+    for item in items:
+        wanted = getattr(item, "_nodeid", None)
+        if isinstance(wanted, str) and "@" in wanted and item.nodeid != wanted:
+            item._id = coerce_node_id(wanted)

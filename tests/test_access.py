@@ -61,6 +61,9 @@ class World:
     buyer_order_number: str = ""
     pdf_lesson_id: int = 0
     pdf_lesson_key: str = ""
+    product_id: int = 0  # the published linkedin-playbook, and the module of its PDF lesson
+    module_id: int = 0
+    asset_id: int = 0  # a ready asset (the e-book's)
 
 
 @dataclass
@@ -69,6 +72,7 @@ class Case:
     expect: dict[str, int]
     data: dict[str, str] | None = None  # a POST form (the CSRF token is added)
     headers: dict[str, str] = field(default_factory=dict)
+    json: dict[str, object] | None = None  # a JSON body (the CSRF token goes in a header)
 
 
 def same(code: int) -> dict[str, int]:
@@ -103,6 +107,10 @@ MATRIX: dict[tuple[str, str], Case] = {
     ("GET", "/learn/{slug}/{key}"): Case(
         lambda w: f"/learn/linkedin-playbook/{w.pdf_lesson_key}",
         {"anonymous": LOGIN, "buyer": 200, "other_buyer": 404, "author": 200, "admin": 200},
+    ),
+    ("GET", "/learn/{slug}/{key}/hls.m3u8"): Case(
+        lambda w: f"/learn/linkedin-playbook/{w.pdf_lesson_key}/hls.m3u8",
+        {"anonymous": LOGIN, "buyer": 404, "other_buyer": 404, "author": 404, "admin": 404},
     ),
     ("GET", "/learn/{slug}/{key}/download"): Case(
         lambda w: f"/learn/linkedin-playbook/{w.pdf_lesson_key}/download",
@@ -174,13 +182,223 @@ MATRIX: dict[tuple[str, str], Case] = {
     ("POST", "/admin/orders/{order_id}/refund"): Case(
         lambda w: f"/admin/orders/{w.buyer_order_id}/refund", staff(LOGIN, 403, 403, 303), {}
     ),
+    # Authoring. Buyers get 403, visitors the sign-in page (401 from the API). Author and admin
+    # calls send refused input (422), or meet a rule (409), so that nothing changes; the few
+    # that succeed are idempotent.
+    ("GET", "/author"): Case(lambda w: "/author", staff(LOGIN, 403, 200, 200)),
+    ("POST", "/author/products"): Case(
+        lambda w: "/author/products", staff(LOGIN, 403, 422, 422), {"slug": "", "kind": "course"}
+    ),
+    ("GET", "/author/products/{product_id}"): Case(
+        lambda w: f"/author/products/{w.product_id}", staff(LOGIN, 403, 200, 200)
+    ),
+    ("POST", "/author/products/{product_id}"): Case(
+        lambda w: f"/author/products/{w.product_id}",
+        staff(LOGIN, 403, 422, 422),
+        {"slug": "Not A Slug"},
+    ),
+    ("POST", "/author/products/{product_id}/prices"): Case(
+        lambda w: f"/author/products/{w.product_id}/prices",
+        staff(LOGIN, 403, 422, 422),
+        {"prices_EUR": "-5"},
+    ),
+    ("POST", "/author/products/{product_id}/status"): Case(
+        lambda w: f"/author/products/{w.product_id}/status",
+        staff(LOGIN, 403, 303, 303),
+        {"status": "published"},
+    ),
+    ("GET", "/author/products/{product_id}/preview"): Case(
+        lambda w: f"/author/products/{w.product_id}/preview", staff(LOGIN, 403, 200, 200)
+    ),
+    ("POST", "/author/products/{product_id}/modules"): Case(
+        lambda w: f"/author/products/{w.product_id}/modules",
+        staff(LOGIN, 403, 422, 422),
+        {"title_en": ""},
+    ),
+    ("GET", "/author/modules/{module_id}"): Case(
+        lambda w: f"/author/modules/{w.module_id}", staff(LOGIN, 403, 200, 200)
+    ),
+    ("POST", "/author/modules/{module_id}"): Case(
+        lambda w: f"/author/modules/{w.module_id}", staff(LOGIN, 403, 422, 422), {"key": "BAD"}
+    ),
+    ("POST", "/author/modules/{module_id}/status"): Case(
+        lambda w: f"/author/modules/{w.module_id}/status",
+        staff(LOGIN, 403, 409, 409),
+        {"status": "published"},
+    ),
+    ("POST", "/author/modules/{module_id}/delete"): Case(
+        lambda w: f"/author/modules/{w.module_id}/delete", staff(LOGIN, 403, 409, 409), {}
+    ),
+    ("POST", "/author/modules/{module_id}/lessons"): Case(
+        lambda w: f"/author/modules/{w.module_id}/lessons",
+        staff(LOGIN, 403, 422, 422),
+        {"kind": "nope", "title_en": "T"},
+    ),
+    ("GET", "/author/lessons/{lesson_id}"): Case(
+        lambda w: f"/author/lessons/{w.pdf_lesson_id}", staff(LOGIN, 403, 200, 200)
+    ),
+    ("POST", "/author/lessons/{lesson_id}"): Case(
+        lambda w: f"/author/lessons/{w.pdf_lesson_id}", staff(LOGIN, 403, 422, 422), {"key": "BAD"}
+    ),
+    ("POST", "/author/lessons/{lesson_id}/delete"): Case(
+        lambda w: f"/author/lessons/{w.pdf_lesson_id}/delete", staff(LOGIN, 403, 409, 409), {}
+    ),
+    ("POST", "/account/release-emails"): Case(
+        lambda w: "/account/release-emails", signed_in(LOGIN, 303), {"release_emails": "1"}
+    ),
+    # The unsubscribe link works without signing in; a forged token gets nowhere.
+    ("GET", "/release-emails/unsubscribe"): Case(
+        lambda w: "/release-emails/unsubscribe?token=forged", same(400)
+    ),
+    ("POST", "/release-emails/unsubscribe"): Case(
+        lambda w: "/release-emails/unsubscribe", same(400), {"token": "forged"}
+    ),
+    ("GET", "/api/v1/author/products"): Case(
+        lambda w: "/api/v1/author/products", staff(401, 403, 200, 200)
+    ),
+    ("POST", "/api/v1/author/products"): Case(
+        lambda w: "/api/v1/author/products", staff(401, 403, 422, 422), json={}
+    ),
+    ("GET", "/api/v1/author/products/{product_id}"): Case(
+        lambda w: f"/api/v1/author/products/{w.product_id}", staff(401, 403, 200, 200)
+    ),
+    ("PATCH", "/api/v1/author/products/{product_id}"): Case(
+        lambda w: f"/api/v1/author/products/{w.product_id}",
+        staff(401, 403, 422, 422),
+        json={"slug": "BAD"},
+    ),
+    ("PUT", "/api/v1/author/products/{product_id}/prices"): Case(
+        lambda w: f"/api/v1/author/products/{w.product_id}/prices",
+        staff(401, 403, 422, 422),
+        json={"prices": {"GBP": 100}},
+    ),
+    ("POST", "/api/v1/author/products/{product_id}/publish"): Case(
+        lambda w: f"/api/v1/author/products/{w.product_id}/publish",
+        staff(401, 403, 200, 200),
+        json={},
+    ),
+    ("POST", "/api/v1/author/products/{product_id}/unpublish"): Case(
+        lambda w: f"/api/v1/author/products/{w.product_id}/unpublish",
+        staff(401, 403, 200, 200),
+        json={},
+    ),
+    ("POST", "/api/v1/author/products/{product_id}/modules"): Case(
+        lambda w: f"/api/v1/author/products/{w.product_id}/modules",
+        staff(401, 403, 422, 422),
+        json={"title": {}},
+    ),
+    ("PUT", "/api/v1/author/products/{product_id}/modules/order"): Case(
+        lambda w: f"/api/v1/author/products/{w.product_id}/modules/order",
+        staff(401, 403, 422, 422),
+        json={"ids": [999999]},
+    ),
+    ("PATCH", "/api/v1/author/modules/{module_id}"): Case(
+        lambda w: f"/api/v1/author/modules/{w.module_id}",
+        staff(401, 403, 422, 422),
+        json={"key": "BAD"},
+    ),
+    ("DELETE", "/api/v1/author/modules/{module_id}"): Case(
+        lambda w: f"/api/v1/author/modules/{w.module_id}", staff(401, 403, 409, 409)
+    ),
+    ("POST", "/api/v1/author/modules/{module_id}/publish"): Case(
+        lambda w: f"/api/v1/author/modules/{w.module_id}/publish",
+        staff(401, 403, 409, 409),
+        json={},
+    ),
+    ("POST", "/api/v1/author/modules/{module_id}/unpublish"): Case(
+        lambda w: f"/api/v1/author/modules/{w.module_id}/unpublish",
+        staff(401, 403, 200, 200),
+        json={},
+    ),
+    ("POST", "/api/v1/author/modules/{module_id}/lessons"): Case(
+        lambda w: f"/api/v1/author/modules/{w.module_id}/lessons",
+        staff(401, 403, 422, 422),
+        json={"kind": "nope", "title": {"en": "T"}},
+    ),
+    ("PUT", "/api/v1/author/modules/{module_id}/lessons/order"): Case(
+        lambda w: f"/api/v1/author/modules/{w.module_id}/lessons/order",
+        staff(401, 403, 422, 422),
+        json={"ids": []},
+    ),
+    ("PATCH", "/api/v1/author/lessons/{lesson_id}"): Case(
+        lambda w: f"/api/v1/author/lessons/{w.pdf_lesson_id}",
+        staff(401, 403, 422, 422),
+        json={"asset_id": 999999},
+    ),
+    ("DELETE", "/api/v1/author/lessons/{lesson_id}"): Case(
+        lambda w: f"/api/v1/author/lessons/{w.pdf_lesson_id}", staff(401, 403, 409, 409)
+    ),
     # Signed by Stripe, not by a session: without a valid signature nobody gets further.
     ("POST", "/webhooks/stripe"): Case(lambda w: "/webhooks/stripe", same(400), {}),
     ("GET", "/admin/users"): Case(lambda w: "/admin/users", staff(LOGIN, 403, 403, 200)),
+    ("GET", "/admin"): Case(lambda w: "/admin", staff(LOGIN, 403, 403, 200)),
+    ("GET", "/admin/leads"): Case(lambda w: "/admin/leads", staff(LOGIN, 403, 403, 200)),
+    ("GET", "/admin/buyers/{user_id}"): Case(
+        lambda w: f"/admin/buyers/{w.ids['buyer']}", staff(LOGIN, 403, 403, 200)
+    ),
+    ("GET", "/admin/exports/{name}.csv"): Case(
+        lambda w: "/admin/exports/orders.csv?from=2026-01-01&to=2026-12-31",
+        staff(LOGIN, 403, 403, 200),
+    ),
+    ("POST", "/api/v1/events"): Case(
+        lambda w: "/api/v1/events", signed_in(401, 400), {"events": "not JSON"}
+    ),
+    ("GET", "/inquiry"): Case(lambda w: "/inquiry", same(200)),
+    ("POST", "/inquiry"): Case(
+        lambda w: "/inquiry",
+        same(303),
+        {"name": "Kim", "email": "kim@example.com", "message": "Let us talk about trust."},
+    ),
+    ("GET", "/inquiry/thanks"): Case(lambda w: "/inquiry/thanks", same(200)),
+    ("GET", "/admin/inquiries"): Case(lambda w: "/admin/inquiries", staff(LOGIN, 403, 403, 200)),
+    ("GET", "/admin/inquiries/{inquiry_id}"): Case(
+        lambda w: "/admin/inquiries/999999", staff(LOGIN, 403, 403, 404)
+    ),
+    ("POST", "/admin/inquiries/{inquiry_id}"): Case(
+        lambda w: "/admin/inquiries/999999", staff(LOGIN, 403, 403, 404), {"status": "won"}
+    ),
     ("POST", "/admin/users/{user_id}/role"): Case(
         lambda w: f"/admin/users/{w.ids['other_buyer']}/role",
         staff(LOGIN, 403, 403, 303),
         {"role": "buyer"},
+    ),
+    # Uploads (app/authoring/upload_routes.py), local storage here: an executable's first
+    # bytes are refused (415); a ready asset has nothing left to upload (409), and completing
+    # it again is harmless (200). tests/authoring/test_uploads.py covers the rest.
+    ("POST", "/api/v1/author/uploads"): Case(
+        lambda w: "/api/v1/author/uploads",
+        staff(401, 403, 415, 415),
+        json={"kind": "video", "filename": "x.mp4", "size": 8, "head": "f0VMRgIBAQA="},
+    ),
+    ("GET", "/api/v1/author/uploads/{asset_id}"): Case(
+        lambda w: f"/api/v1/author/uploads/{w.asset_id}", staff(401, 403, 200, 200)
+    ),
+    ("GET", "/api/v1/author/uploads/{asset_id}/parts"): Case(
+        lambda w: f"/api/v1/author/uploads/{w.asset_id}/parts", staff(401, 403, 409, 409)
+    ),
+    ("POST", "/api/v1/author/uploads/{asset_id}/parts"): Case(
+        lambda w: f"/api/v1/author/uploads/{w.asset_id}/parts",
+        staff(401, 403, 409, 409),
+        json={"part_numbers": [1]},
+    ),
+    ("PUT", "/api/v1/author/uploads/{asset_id}/chunk"): Case(
+        lambda w: f"/api/v1/author/uploads/{w.asset_id}/chunk?offset=0", staff(401, 403, 409, 409)
+    ),
+    ("POST", "/api/v1/author/uploads/{asset_id}/complete"): Case(
+        lambda w: f"/api/v1/author/uploads/{w.asset_id}/complete",
+        staff(401, 403, 200, 200),
+        json={},
+    ),
+    ("DELETE", "/api/v1/author/uploads/{asset_id}"): Case(
+        lambda w: f"/api/v1/author/uploads/{w.asset_id}", staff(401, 403, 409, 409)
+    ),
+    ("GET", "/api/v1/author/lessons/{lesson_id}/media"): Case(
+        lambda w: f"/api/v1/author/lessons/{w.pdf_lesson_id}/media", staff(401, 403, 200, 200)
+    ),
+    ("PUT", "/api/v1/author/manifests/{slug}"): Case(
+        lambda w: "/api/v1/author/manifests/linkedin-playbook",
+        staff(401, 403, 422, 422),
+        json={"manifest": {"slug": "linkedin-playbook"}},
     ),
 }
 
@@ -209,9 +427,11 @@ def world(app: FastAPI, engine: Engine) -> World:
         s.commit()
         asset = s.exec(select(Asset)).first()
         assert asset is not None
+        w.asset_id = asset.id or 0
         w.buyer_order_id, w.buyer_order_number = paid_test_order(s, w.ids["buyer"])
         pdf = s.exec(select(Lesson).where(Lesson.kind == "pdf")).one()
         w.pdf_lesson_id, w.pdf_lesson_key = pdf.id or 0, pdf.key
+        w.product_id, w.module_id = pdf.product_id, pdf.module_id
         s.commit()
         w.media_url = app.state.storage.download_url(
             asset.storage_key, ttl=60, content_type=asset.content_type
@@ -229,7 +449,12 @@ def test_access(route: tuple[str, str], app: FastAPI, engine: Engine, world: Wor
             if role != "anonymous":
                 sign_in(client, engine, EMAILS[role])
             url = case.url(world)
-            if method == "POST":
+            if case.json is not None or method in ("PUT", "PATCH", "DELETE"):
+                headers = {**case.headers, "X-CSRFToken": csrf_token(client)}
+                r = client.request(
+                    method, url, json=case.json, headers=headers, follow_redirects=False
+                )
+            elif method == "POST":
                 data = {**(case.data or {}), "csrftoken": csrf_token(client)}
                 data = {k: uuid.uuid4().hex if v == "{fresh}" else v for k, v in data.items()}
                 r = client.post(url, data=data, headers=case.headers, follow_redirects=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import CheckConstraint, Column, DateTime, ForeignKey, Integer, String
+from sqlalchemy import CheckConstraint, Column, DateTime, ForeignKey, Integer, String, true
 from sqlmodel import Field, SQLModel
 
 from app.models_base import created_at_field
@@ -50,6 +50,8 @@ class User(UserBase, table=True):
     )
     last_login_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     created_at: datetime = created_at_field()
+    # Emails about new modules of products the user owns (account page, unsubscribe link).
+    release_emails: bool = Field(default=True, sa_column_kwargs={"server_default": true()})
 
 
 class UserPublic(UserBase):

@@ -84,6 +84,9 @@ async def request_magic_link(
             link=link,
             minutes=settings.magic_link_ttl // 60,
         )
+        # Sent now, not through the send_mail job: the visitor is waiting for this link, and
+        # when it cannot leave they must hear so (503) rather than wait for a retry that may
+        # arrive after the link has expired.
         await run_in_threadpool(request.app.state.mailer.send, mail)
         log.info("auth.magic_link_sent", user_id=user.id)
     # The same answer whether or not the address has an account.

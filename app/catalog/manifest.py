@@ -142,6 +142,17 @@ def _safe_file(folder: Path, manifest: Path, field: str, rel: str) -> Path:
     return path
 
 
+def parse_spec(data: dict[str, Any], manifest: Path) -> ProductSpec:
+    """Check a manifest's parsed content (a folder's TOML, or JSON sent to the author API)."""
+    if "prices" not in data:
+        raise ManifestError(manifest, "prices", "missing: at least one [[prices]] entry")
+    try:
+        return ProductSpec.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ManifestError(manifest, _field_name(first["loc"]), first["msg"]) from exc
+
+
 def load_manifest(folder: Path) -> tuple[ProductSpec, dict[str, Path]]:
     """Parse and check a product folder; return the spec and every referenced file by field."""
     manifest = folder / MANIFEST_NAME
@@ -153,13 +164,7 @@ def load_manifest(folder: Path) -> tuple[ProductSpec, dict[str, Path]]:
         data = tomllib.loads(manifest.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ManifestError(manifest, "(syntax)", str(exc)) from exc
-    if "prices" not in data:
-        raise ManifestError(manifest, "prices", "missing: at least one [[prices]] entry")
-    try:
-        spec = ProductSpec.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise ManifestError(manifest, _field_name(first["loc"]), first["msg"]) from exc
+    spec = parse_spec(data, manifest)
     if spec.slug != folder.name:
         raise ManifestError(manifest, "slug", f"{spec.slug!r} must equal the folder name")
     files: dict[str, Path] = {}

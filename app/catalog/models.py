@@ -9,10 +9,12 @@ from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     Column,
+    DateTime,
     ForeignKey,
     Integer,
     String,
     UniqueConstraint,
+    true,
 )
 from sqlmodel import Field, SQLModel
 
@@ -32,6 +34,11 @@ class ProductStatus(StrEnum):
     published = "published"
 
 
+class ModuleStatus(StrEnum):
+    draft = "draft"
+    published = "published"
+
+
 class LessonKind(StrEnum):
     video = "video"
     text = "text"
@@ -40,6 +47,8 @@ class LessonKind(StrEnum):
 
 class AssetStatus(StrEnum):
     pending = "pending"
+    uploading = "uploading"  # authoring: bytes are arriving (browser, CLI), resumable
+    processing = "processing"  # authoring: all bytes stored, the processing job runs
     ready = "ready"
     failed = "failed"
 
@@ -79,7 +88,10 @@ class Price(SQLModel, table=True):
 
 class Module(SQLModel, table=True):
     __tablename__ = "module"
-    __table_args__ = (UniqueConstraint("product_id", "key"),)
+    __table_args__ = (
+        UniqueConstraint("product_id", "key"),
+        CheckConstraint("status IN ('draft', 'published')", name="status"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     product_id: int = Field(
@@ -88,11 +100,24 @@ class Module(SQLModel, table=True):
     key: str = Field(max_length=80)
     position: int
     title: Translated = json_field()
+    # Published by default: modules from course folders are live with their product; the
+    # author area creates modules as drafts and releases them later.
+    status: ModuleStatus = Field(
+        default=ModuleStatus.published,
+        sa_type=String(16),
+        sa_column_kwargs={"server_default": "published"},
+    )
+    published_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    release_notes: Translated = json_field()  # locale -> Markdown, sent with the release email
 
 
 class Asset(SQLModel, table=True):
     __tablename__ = "asset"
-    __table_args__ = (CheckConstraint("status IN ('pending', 'ready', 'failed')", name="status"),)
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('pending', 'uploading', 'processing', 'ready', 'failed')", name="status"
+        ),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     storage_key: str = Field(max_length=255, unique=True)
@@ -102,8 +127,19 @@ class Asset(SQLModel, table=True):
     status: AssetStatus = Field(default=AssetStatus.pending, sa_type=String(16))
     duration_seconds: float | None = None
     page_count: int | None = None  # PDFs: checks the pages a reader reports
+    # Videos: the HLS playlist cut from this file, when ffmpeg was there to make one.
+    hls_key: str | None = Field(default=None, max_length=255)
     original_filename: str = Field(default="", max_length=255)
     created_at: datetime = created_at_field()
+    # Authoring uploads (app/authoring/uploads.py): why processing failed, what it could not
+    # do (e.g. no ffmpeg), the S3 multipart upload id while uploading, the poster frame.
+    failure_reason: str = Field(default="", max_length=500)
+    processing_note: str = Field(default="", max_length=500)
+    upload_id: str | None = Field(default=None, max_length=1024)
+    poster_key: str | None = Field(default=None, max_length=255)
+    # The lesson an upload is meant for; it becomes the lesson's asset once ready. No foreign
+    # key: lesson.asset_id already points here, and the cycle would need ALTER-time constraints.
+    lesson_id: int | None = Field(default=None, index=True)
 
 
 class Lesson(SQLModel, table=True):
@@ -132,6 +168,8 @@ class Lesson(SQLModel, table=True):
     body: Translated = json_field()
     captions: dict[str, int] = json_field()  # locale -> WebVTT asset id
     is_preview: bool = False
+    # A hidden lesson stays invisible to buyers even inside a published module.
+    published: bool = Field(default=True, sa_column_kwargs={"server_default": true()})
     asset_id: int | None = Field(
         default=None,
         sa_column=Column(Integer, ForeignKey("asset.id", ondelete="SET NULL"), nullable=True),
@@ -151,3 +189,21 @@ class BundleItem(SQLModel, table=True):
     product_id: int = Field(
         sa_column=Column(Integer, ForeignKey("product.id", ondelete="CASCADE"), nullable=False)
     )
+
+
+class ReleaseNotice(SQLModel, table=True):
+    """One buyer told about one released module: the release email goes out at most once."""
+
+    __tablename__ = "release_notice"
+    __table_args__ = (UniqueConstraint("module_id", "user_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    module_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("module.id", ondelete="CASCADE"), nullable=False)
+    )
+    user_id: int = Field(
+        sa_column=Column(
+            Integer, ForeignKey("user.id", ondelete="CASCADE"), nullable=False, index=True
+        )
+    )
+    sent_at: datetime = created_at_field()

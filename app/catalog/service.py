@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import structlog
 from sqlalchemy import delete
 from sqlmodel import Session, col, select
 
@@ -20,14 +21,17 @@ from app.catalog.models import (
     Lesson,
     LessonKind,
     Module,
+    ModuleStatus,
     Price,
     Product,
     ProductKind,
     ProductStatus,
 )
-from app.delivery.media_info import mp4_duration
+from app.delivery.media_info import mp4_duration, pdf_pages
 from app.delivery.storage import Storage, new_key
 from app.models_base import utcnow
+
+log = structlog.get_logger()
 
 # File signatures we accept per lesson kind: checked on the bytes, not the name.
 _SIGNATURES: dict[str, list[tuple[int, bytes, str]]] = {
@@ -45,6 +49,7 @@ class LessonView:
     title: dict[str, str]
     is_preview: bool
     duration_seconds: float | None
+    published: bool = True
 
 
 @dataclass
@@ -52,6 +57,8 @@ class ModuleView:
     key: str
     title: dict[str, str]
     lessons: list[LessonView] = field(default_factory=list)
+    id: int = 0
+    published: bool = True
 
 
 @dataclass
@@ -78,24 +85,27 @@ class ProductView:
         return sum(ls.duration_seconds or 0 for m in self.modules for ls in m.lessons)
 
 
-def _views(session: Session, products: list[Product]) -> list[ProductView]:
+def _views(session: Session, products: list[Product], *, drafts: bool = False) -> list[ProductView]:
+    """Product views; draft modules and hidden lessons only with drafts=True (author preview)."""
     if not products:
         return []
     ids = [p.id for p in products]
     prices: dict[int, dict[str, int]] = {}
     for pr in session.exec(select(Price).where(col(Price.product_id).in_(ids))):
         prices.setdefault(pr.product_id, {})[pr.currency] = pr.amount
-    modules: dict[int, list[Module]] = {}
-    for m in session.exec(
-        select(Module).where(col(Module.product_id).in_(ids)).order_by(col(Module.position))
-    ):
-        modules.setdefault(m.product_id, []).append(m)
-    rows = session.exec(
+    module_query = select(Module).where(col(Module.product_id).in_(ids))
+    lesson_query = (
         select(Lesson, Asset.duration_seconds)
         .join(Asset, col(Lesson.asset_id) == col(Asset.id), isouter=True)
         .where(col(Lesson.product_id).in_(ids))
-        .order_by(col(Lesson.position))
     )
+    if not drafts:
+        module_query = module_query.where(Module.status == ModuleStatus.published)
+        lesson_query = lesson_query.where(col(Lesson.published).is_(True))
+    modules: dict[int, list[Module]] = {}
+    for m in session.exec(module_query.order_by(col(Module.position))):
+        modules.setdefault(m.product_id, []).append(m)
+    rows = session.exec(lesson_query.order_by(col(Lesson.position)))
     lessons: dict[int, list[LessonView]] = {}
     for lesson, duration in rows:
         lessons.setdefault(lesson.module_id, []).append(
@@ -106,6 +116,7 @@ def _views(session: Session, products: list[Product]) -> list[ProductView]:
                 title=lesson.title,
                 is_preview=lesson.is_preview,
                 duration_seconds=duration,
+                published=lesson.published,
             )
         )
     return [
@@ -118,7 +129,13 @@ def _views(session: Session, products: list[Product]) -> list[ProductView]:
             description=p.description,
             prices=prices.get(p.id or 0, {}),
             modules=[
-                ModuleView(key=m.key, title=m.title, lessons=lessons.get(m.id or 0, []))
+                ModuleView(
+                    key=m.key,
+                    title=m.title,
+                    lessons=lessons.get(m.id or 0, []),
+                    id=m.id or 0,
+                    published=m.status == ModuleStatus.published,
+                )
                 for m in modules.get(p.id or 0, [])
             ],
         )
@@ -146,6 +163,12 @@ def get_published(*, session: Session, slug: str) -> ProductView | None:
     return _views(session, [product])[0] if product else None
 
 
+def get_preview(*, session: Session, product_id: int) -> ProductView | None:
+    """Any product by id with its draft modules and hidden lessons: the author's preview."""
+    product = session.get(Product, product_id)
+    return _views(session, [product], drafts=True)[0] if product else None
+
+
 # Publishing ---------------------------------------------------------------------------------
 
 
@@ -170,6 +193,7 @@ class MediaFile:
     size: int
     content_type: str
     duration: float | None = None
+    pages: int | None = None
 
 
 UploadProgress = Callable[[str, int, int], Callable[[int], None]]
@@ -212,6 +236,7 @@ def inspect_folder(folder: Path) -> tuple[ProductSpec, dict[str, MediaFile], dic
                     path.stat().st_size,
                     ctype,
                     mp4_duration(path) if ctype == "video/mp4" else None,
+                    pdf_pages(path) if ctype == "application/pdf" else None,
                 )
             elif lesson.file:
                 raise ManifestError(manifest, f"{base}.file", f"a {lesson.kind} lesson has no file")
@@ -250,6 +275,9 @@ def _asset_for(
         if existing.duration_seconds is None and mf.duration:
             existing.duration_seconds = mf.duration
             session.add(existing)
+        if existing.page_count is None and mf.pages:
+            existing.page_count = mf.pages
+            session.add(existing)
         return existing
     asset = existing or Asset(
         storage_key=new_key("assets", mf.path.name),
@@ -258,6 +286,7 @@ def _asset_for(
         sha256=mf.sha256,
         original_filename=mf.path.name,
         duration_seconds=mf.duration,
+        page_count=mf.pages,
     )
     callback = progress(mf.path.name, mf.size, len(report.uploaded)) if progress else None
     with mf.path.open("rb") as f:
@@ -270,8 +299,29 @@ def _asset_for(
     return asset
 
 
+def _ensure_rendition(session: Session, storage: Storage, asset: Asset) -> None:
+    """Give an MP4 its HLS rendition when ffmpeg is installed; without one the MP4 plays."""
+    from app.delivery import hls
+
+    if asset.content_type != "video/mp4" or hls.ffmpeg_path() is None:
+        return
+    if asset.hls_key and storage.exists(asset.hls_key):
+        return
+    try:
+        asset.hls_key = hls.make_rendition(storage, source_key=asset.storage_key)
+    except hls.RenditionError as exc:
+        log.warning("hls.rendition_failed", asset=asset.storage_key, error=str(exc))
+        return
+    session.add(asset)
+
+
 def publish_folder(
-    *, session: Session, storage: Storage, folder: Path, progress: UploadProgress | None = None
+    *,
+    session: Session,
+    storage: Storage,
+    folder: Path,
+    progress: UploadProgress | None = None,
+    renditions: bool = False,
 ) -> PublishReport:
     """Create or update the product described by a course folder, idempotently.
 
@@ -280,6 +330,34 @@ def publish_folder(
     """
     spec, media, texts = inspect_folder(folder)
     report = PublishReport(slug=spec.slug)
+
+    def asset_id(media_key: str) -> int:
+        asset = _asset_for(session, storage, media[media_key], report, progress)
+        if renditions:
+            _ensure_rendition(session, storage, asset)
+        return asset.id or 0
+
+    return publish_spec(
+        session=session, spec=spec, texts=texts, asset_id=asset_id, source=folder, report=report
+    )
+
+
+def publish_spec(
+    *,
+    session: Session,
+    spec: ProductSpec,
+    texts: dict[str, str],
+    asset_id: Callable[[str], int],
+    source: Path,
+    report: PublishReport | None = None,
+) -> PublishReport:
+    """Create or update the product of a checked manifest (a folder's, or one sent to the API).
+
+    asset_id(media key) gives the asset of each file: the lesson key for a lesson's file,
+    "<lesson key>.captions.<lang>" for a caption track; texts are keyed "<lesson key>.<lang>".
+    source names the manifest in errors.
+    """
+    report = report or PublishReport(slug=spec.slug)
     product = session.exec(select(Product).where(Product.slug == spec.slug)).first()
     if product is None:
         product = Product(slug=spec.slug, kind=ProductKind(spec.kind))
@@ -296,7 +374,7 @@ def publish_folder(
     session.flush()
     pid = product.id
     assert pid is not None
-    _set_bundle_items(session, folder, product, spec.includes)
+    _set_bundle_items(session, source, product, spec.includes)
 
     prices = {p.currency: p for p in session.exec(select(Price).where(Price.product_id == pid))}
     for ps in spec.prices:
@@ -321,16 +399,14 @@ def publish_folder(
         seen_modules.add(ms.key)
         for ls in ms.lessons:
             seen_lessons.add(ls.key)
-            asset_id = None
-            if ls.key in media:
-                asset_id = _asset_for(session, storage, media[ls.key], report, progress).id
+            # A manifest's file is always media: inspect_folder and the API refuse the rest.
+            lesson_asset = asset_id(ls.key) if ls.file else None
             body = {
                 lang: texts[f"{ls.key}.{lang}"] for lang in (ls.body.as_dict() if ls.body else {})
             }
             captions: dict[str, int] = {}
             for lang in ls.captions.as_dict() if ls.captions else {}:
-                track = media[f"{ls.key}.captions.{lang}"]
-                captions[lang] = _asset_for(session, storage, track, report, progress).id or 0
+                captions[lang] = asset_id(f"{ls.key}.captions.{lang}")
             values: dict[str, Any] = {
                 "module_id": module.id,
                 "position": position,
@@ -339,7 +415,7 @@ def publish_folder(
                 "body": body,
                 "captions": captions,
                 "is_preview": ls.preview,
-                "asset_id": asset_id,
+                "asset_id": lesson_asset,
             }
             position += 1
             lesson = lessons.get(ls.key)

@@ -107,6 +107,8 @@ class Entitlement(SQLModel, table=True):
     granted_at: datetime = created_at_field()
     revoked_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     revoke_reason: str | None = Field(default=None, max_length=32)
+    # When the buyer last opened the product: the library marks modules released since then.
+    seen_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
 
 
 class WebhookEvent(SQLModel, table=True):

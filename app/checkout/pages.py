@@ -11,12 +11,13 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse, Response
 from sqlmodel import Session, col, select
 
+from app.authoring import service as authoring
 from app.catalog import service as catalog
 from app.catalog.models import Product
 from app.checkout import service
 from app.checkout.attribution import read_attribution
 from app.checkout.models import Order, OrderStatus
-from app.checkout.notify import send_purchase_email
+from app.checkout.notify import queue_purchase_email
 from app.checkout.providers import (
     CheckoutDetails,
     CheckoutRequest,
@@ -25,7 +26,9 @@ from app.checkout.providers import (
     TestModeProvider,
 )
 from app.deps import AdminUser, CurrentUser, OptionalUser, SessionDep, SettingsDep, sign_in
+from app.engagement import service as engagement
 from app.errors import NotFound
+from app.inquiries import service as inquiries
 from app.web import flash, gettext_for, page, pick, request_locale
 
 router = APIRouter(include_in_schema=False)
@@ -87,11 +90,9 @@ def _form(
 
 
 def _after_paid(request: Request, order: Order, outcome: service.Outcome) -> None:
+    """Queue the purchase email; called after the commit that granted access."""
     if outcome.granted and order.id is not None:
-        state = request.app.state
-        send_purchase_email(
-            engine=state.engine, settings=state.settings, mailer=state.mailer, order_id=order.id
-        )
+        queue_purchase_email(request.app.state.jobs, order.id)
 
 
 def _maybe_sign_in(request: Request, session: Session, order: Order, user: Any) -> None:
@@ -355,8 +356,28 @@ async def start_checkout(
 @router.get("/library")
 def library(request: Request, session: SessionDep, user: CurrentUser) -> Response:
     products = service.library(session=session, user=user)
-    views = [catalog.get_published(session=session, slug=p.slug) for p in products]
-    return page(request, "checkout/library.html", products=[v for v in views if v is not None])
+    views = [v for p in products if (v := catalog.get_published(session=session, slug=p.slug))]
+    assert user.id is not None
+    conn = session.connection()
+    rows = engagement.progress_of(conn, user_id=user.id)
+    progress = {
+        v.id: engagement.course_progress(
+            rows, [(lesson.id, lesson.key) for m in v.modules for lesson in m.lessons]
+        )
+        for v in views
+    }
+    standing = engagement.standing(conn, user_id=user.id, settings=request.app.state.settings)
+    return page(
+        request,
+        "checkout/library.html",
+        products=views,
+        new=authoring.whats_new(
+            session=session, user_id=user.id, days=request.app.state.settings.release_new_days
+        ),
+        progress=progress,
+        show_invitation=standing.engaged
+        and inquiries.latest_of(session=session, user_id=user.id) is None,
+    )
 
 
 @router.get("/orders")

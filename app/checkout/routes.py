@@ -7,7 +7,7 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from app.checkout.notify import send_purchase_email
+from app.checkout.notify import queue_purchase_email
 from app.checkout.webhooks import handle_event
 from app.integrations.stripe_api import BadWebhook, verify_webhook
 
@@ -15,7 +15,13 @@ router = APIRouter(tags=["webhooks"])
 log = structlog.get_logger()
 
 
-@router.post("/webhooks/stripe", responses={400: {"description": "bad payload or signature"}})
+@router.post(
+    "/webhooks/stripe",
+    responses={
+        400: {"description": "bad payload or signature"},
+        404: {"description": "webhooks are not configured (no RAPPORT_STRIPE_WEBHOOK_SECRET)"},
+    },
+)
 async def stripe_webhook(request: Request) -> JSONResponse:
     """Receive a Stripe event (signed with RAPPORT_STRIPE_WEBHOOK_SECRET)."""
     settings = request.app.state.settings
@@ -34,9 +40,7 @@ async def stripe_webhook(request: Request) -> JSONResponse:
     state = request.app.state
 
     def on_paid(order_id: int) -> None:
-        send_purchase_email(
-            engine=state.engine, settings=state.settings, mailer=state.mailer, order_id=order_id
-        )
+        queue_purchase_email(state.jobs, order_id)
 
     result = await run_in_threadpool(handle_event, state.engine, event, on_paid)
     log.info("webhook.received", event_id=event["id"], type=event["type"], result=result)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +16,8 @@ from app.catalog.models import Asset, AssetStatus
 from app.checkout.models import Entitlement, Order
 from app.delivery.models import CopyStatus, StampedCopy
 from app.delivery.stamping import Stamp, StampError, stamp_pdf
-from app.delivery.storage import Storage, StorageError, new_key
+from app.delivery.storage import Storage, new_key
+from app.mail import Mail
 
 log = structlog.get_logger()
 
@@ -46,8 +48,8 @@ def make_copy(
     """Job: stamp the buyer's name, email and order number into their copy and store it."""
     with Session(engine) as session:
         copy = session.get(StampedCopy, copy_id)
-        if copy is None or copy.status == CopyStatus.ready:
-            return  # gone, or done by an earlier run of the same job
+        if copy is None or copy.status != CopyStatus.pending:
+            return  # gone, or done (or given up) by an earlier run of the same job
         asset = session.get(Asset, copy.asset_id)
         user = session.get(User, copy.user_id)
         if asset is None or user is None:
@@ -69,9 +71,8 @@ def make_copy(
             if notify is not None:
                 notify(reason)
             return
-        except StorageError as exc:
-            log.warning("copy.storage_unavailable", copy_id=copy_id, error=str(exc))
-            return  # stays pending; the next request queues it again
+        # A StorageError propagates: the job runner retries it with backoff, and when the
+        # retries are spent, copy_failed() records the reason.
         key = new_key("copies", "copy.pdf")
         with target.open("rb") as f:
             storage.put(key, f, content_type="application/pdf")
@@ -86,6 +87,27 @@ def make_copy(
         session.add(copy)
         session.commit()
     log.info("copy.ready", copy_id=copy_id)
+
+
+def copy_failed(engine: Engine, copy_id: int, reason: str) -> None:
+    """Record on the copy that its job failed for good (after its retries), with the reason."""
+    _fail(engine, copy_id, f"the copy could not be made: {reason}", asset_failed=False)
+
+
+def failure_notice(*, to: str, reason: str, asset_failed: bool) -> Mail:
+    """The email that tells the admin a buyer's copy could not be made, and what to do."""
+    hint = (
+        "Please upload the file again."
+        if asset_failed
+        else "The file may be fine: check that storage is reachable (see the log)."
+    )
+    text = f"An e-book copy could not be made for a buyer.\n\n{reason}\n\n{hint}"
+    return Mail(
+        to=to,
+        subject="Rapport: an e-book file needs attention",
+        text=text,
+        html=f"<p>{html.escape(text).replace(chr(10), '<br>')}</p>",
+    )
 
 
 def _fail(engine: Engine, copy_id: int, reason: str, *, asset_failed: bool) -> None:

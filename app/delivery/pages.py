@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,12 +10,17 @@ from fastapi.responses import RedirectResponse, Response
 from sqlmodel import Session
 
 from app.accounts.models import User
+from app.authoring import service as authoring
 from app.catalog import service as catalog
-from app.catalog.models import Lesson
+from app.catalog.models import Asset, Lesson
 from app.catalog.service import LessonView, ProductView
+from app.checkout import service as checkout
+from app.delivery import hls
 from app.delivery.service import Access, MediaGrant, media_grant, stream_url
 from app.deps import Forbidden, LoginRequired, OptionalUser, SessionDep
+from app.engagement import service as engagement
 from app.errors import NotFound
+from app.inquiries import service as inquiries
 from app.markdown import render_markdown
 from app.web import page, pick, request_locale
 
@@ -113,6 +117,8 @@ def lesson_page(
     row = session.get(Lesson, lesson.id)
     if row is None:
         raise NotFound()
+    if user is not None:  # the library's "new" marks count from the buyer's last visit
+        authoring.mark_seen(session=session, user_id=user.id or 0, product_id=product.id)
     context: dict[str, Any] = {
         "product": product,
         "lesson": lesson,
@@ -129,9 +135,57 @@ def lesson_page(
         context["content_type"] = grant.content_type
         if lesson.kind == "video":
             context["tracks"] = _caption_tracks(request, session, row, ttl)
+            asset = session.get(Asset, row.asset_id) if row.asset_id else None
+            if asset is not None and asset.hls_key:
+                context["hls_url"] = f"/learn/{product.slug}/{lesson.key}/hls.m3u8"
     if lesson.kind == "text":
         context["body_html"] = render_markdown(pick(row.body, request_locale(request)))
+    context.update(_learning(request, session, user, product, lesson))
     return page(request, "delivery/lesson.html", **context)
+
+
+def _learning(
+    request: Request, session: Session, user: User | None, product: ProductView, lesson: LessonView
+) -> dict[str, Any]:
+    """For a buyer: where they are in the product, and whether to invite them to talk."""
+    if user is None or user.id is None:
+        return {"tracking": False, "completed_ids": set()}
+    if checkout.active_entitlement(session=session, user_id=user.id, product_id=product.id) is None:
+        # previews and staff visits are not engagement
+        return {"tracking": False, "completed_ids": set()}
+    conn = session.connection()
+    rows = engagement.progress_of(conn, user_id=user.id, product_id=product.id)
+    here = rows.get(lesson.id)
+    standing = engagement.standing(conn, user_id=user.id, settings=request.app.state.settings)
+    return {
+        "tracking": True,
+        "completed_ids": {lid for lid, row in rows.items() if row.completed_at is not None},
+        "resume_at": here.position if here is not None else 0,
+        "show_invitation": standing.engaged
+        and inquiries.latest_of(session=session, user_id=user.id) is None,
+    }
+
+
+@router.get("/learn/{slug}/{key}/hls.m3u8")
+def lesson_playlist(
+    request: Request, session: SessionDep, user: OptionalUser, slug: str, key: str
+) -> Response:
+    """The lesson's HLS playlist, each segment a signed URL that expires like a stream URL."""
+    opened = _open(request, session, user, slug, key)
+    row = session.get(Lesson, opened.lesson.id)
+    asset = session.get(Asset, row.asset_id) if row is not None and row.asset_id else None
+    if opened.grant.access is not Access.granted or asset is None or not asset.hls_key:
+        raise NotFound()
+    ttl = request.app.state.settings.download_url_ttl
+    try:
+        body = hls.signed_playlist(request.app.state.storage, playlist_key=asset.hls_key, ttl=ttl)
+    except hls.RenditionError:
+        raise NotFound() from None
+    return Response(
+        body,
+        media_type="application/vnd.apple.mpegurl",
+        headers={"Cache-Control": "private, no-store"},
+    )
 
 
 @router.get("/learn/{slug}/{key}/download")
@@ -139,7 +193,7 @@ def download_copy(
     request: Request, session: SessionDep, user: OptionalUser, slug: str, key: str
 ) -> Response:
     """The buyer's personalised copy of an e-book: made once, then counted per download."""
-    from app.delivery.copies import copy_for, make_copy
+    from app.delivery.copies import copy_for
     from app.delivery.models import CopyStatus
 
     if user is None:
@@ -157,14 +211,9 @@ def download_copy(
     )
     state = request.app.state
     if created or copy.status == CopyStatus.pending:
-        state.jobs.after_commit(
-            session,
-            make_copy,
-            state.engine,
-            state.storage,
-            copy.id,
-            lambda reason: _tell_admin(state, reason),
-        )
+        # Queued again on each visit while pending: the runner keeps one job per copy, and a
+        # job lost to a restart is made up for by the buyer's next visit.
+        state.jobs.enqueue_after_commit(session, "stamp_copy", copy_id=copy.id)
     if copy.status != CopyStatus.ready:
         failed = copy.status == CopyStatus.failed
         return page(
@@ -188,6 +237,10 @@ def download_copy(
         )
     copy.downloads += 1
     session.add(copy)
+    assert user.id is not None
+    engagement.record_download(
+        session.connection(), user_id=user.id, product_id=product.id, lesson_id=lesson.id
+    )
     filename = f"{pick(product.title, request_locale(request))} - {user.name or user.email}.pdf"
     url = state.storage.download_url(
         copy.storage_key,
@@ -197,21 +250,3 @@ def download_copy(
         disposition="attachment",
     )
     return RedirectResponse(url, status_code=303, headers={"Cache-Control": "private, no-store"})
-
-
-def _tell_admin(state: Any, reason: str) -> None:
-    from app.mail import Mail, MailError
-
-    text = (
-        f"An e-book copy could not be made for a buyer.\n\n{reason}\n\n"
-        "Please upload the file again."
-    )
-    mail = Mail(
-        to=state.settings.admin_email,
-        subject="Rapport: an e-book file needs attention",
-        text=text,
-        html=f"<p>{text.replace(chr(10), '<br>')}</p>",
-    )
-    # The failure is logged and visible on the asset; the mail is a courtesy.
-    with contextlib.suppress(MailError):
-        state.mailer.send(mail)

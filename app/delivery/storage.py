@@ -46,6 +46,7 @@ class InvalidKey(StorageError):
 class UploadPart:
     part_number: int
     etag: str
+    size: int = 0  # bytes, as listed by the store (0 when not known)
 
 
 def new_key(kind: str, filename: str = "") -> str:

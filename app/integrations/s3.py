@@ -216,7 +216,10 @@ class S3Storage:
                     UploadId=upload_id,
                     PartNumberMarker=marker,
                 )
-                parts += [UploadPart(p["PartNumber"], p["ETag"]) for p in res.get("Parts", [])]
+                parts += [
+                    UploadPart(p["PartNumber"], p["ETag"], p.get("Size", 0))
+                    for p in res.get("Parts", [])
+                ]
                 if not res.get("IsTruncated"):
                     return parts
                 marker = res["NextPartNumberMarker"]

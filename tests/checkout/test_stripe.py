@@ -99,6 +99,7 @@ def test_webhook_fulfils_once_and_success_page_races_safely(
     assert len(entitled(engine)) == 1
     o = order(engine)
     assert o.status == OrderStatus.paid and o.payment_intent == session["payment_intent"]
+    stripe_client.app.state.jobs.drain()  # type: ignore[attr-defined]
     assert len(list(outbox.glob("*.eml"))) == 1  # one purchase email, not one per confirmation
     assert "LinkedIn Playbook" in stripe_client.get("/library").text  # new account, this browser
 

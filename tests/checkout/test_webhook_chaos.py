@@ -494,6 +494,14 @@ def test_500_chaotic_deliveries_end_with_exact_entitlements(
 
     # Purchase emails: one per grant; a grant undone in the same transaction (a refund or
     # dispute that was waiting for its order) still sends one.
+    # The server's job threads write them; wait until no new one has come for half a second.
+    seen, deadline = -1, time.monotonic() + 20
+    while time.monotonic() < deadline:
+        count = len(list((data_dir / "outbox").glob("*.eml")))
+        if count == seen:
+            break
+        seen = count
+        time.sleep(0.5)
     mails = [message_from_bytes(p.read_bytes()) for p in (data_dir / "outbox").glob("*.eml")]
     mailed = Counter(str(m["To"]) for m in mails)
     mailed_revoked = sum(mailed[f"buyer{i}@example.com"] for i in revoked_orders)

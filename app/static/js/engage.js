@@ -71,6 +71,10 @@
   });
   window.addEventListener("pagehide", function () { flush(true); });
   window.RapportEvents = { track: track, flush: flush };
+  document.addEventListener("rapport:engaged", function () {
+    var invitation = document.getElementById("invitation");
+    if (invitation) invitation.hidden = false;
+  });
   track("lesson_opened");
 
   // Text lessons count as done when their end has been on screen.

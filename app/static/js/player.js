@@ -4,6 +4,25 @@
   var video = document.getElementById("player");
   if (!video) return;
   var key = video.dataset.resumeKey;
+  // HLS where the lesson has a rendition: natively where the browser plays it, else with
+  // hls.js; the MP4 in src stays the fallback for everything else.
+  var hlsUrl = video.dataset.hls;
+  var mp4 = video.getAttribute("src");
+  if (hlsUrl) {
+    if (video.canPlayType("application/vnd.apple.mpegurl")) {
+      video.src = hlsUrl;
+      video.dataset.playing = "hls";
+    } else if (window.Hls && window.Hls.isSupported()) {
+      var hls = new window.Hls();
+      hls.loadSource(hlsUrl);
+      hls.attachMedia(video);
+      video.dataset.playing = "hls.js";
+      hls.on(window.Hls.Events.ERROR, function (_event, data) {
+        // A broken rendition must not stop the lesson: back to the MP4.
+        if (data.fatal) { hls.destroy(); video.src = mp4; video.dataset.playing = "mp4"; }
+      });
+    }
+  }
   var speed = document.getElementById("speed");
   var note = document.getElementById("resume-note");
 
