@@ -79,7 +79,9 @@ def test_publishing_needs_a_title_and_a_price(author: TestClient) -> None:
     pid = create(author)["id"]
     r = call(author, "POST", f"{BASE}/products/{pid}/publish")
     assert r.status_code == 422
-    assert r.json()["detail"] == [{"loc": ["body", "prices"], "msg": "Add at least one price."}]
+    assert r.json()["detail"] == [
+        {"loc": ["body", "prices"], "msg": "Add at least one price.", "type": "value_error"}
+    ]
     assert call(author, "GET", f"{BASE}/products/{pid}").json()["status"] == "draft"
 
 
