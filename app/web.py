@@ -139,6 +139,12 @@ def gettext_for(request: Request) -> Any:
     return translations(request_locale(request)).gettext
 
 
+def client_ip(request: Request) -> str:
+    """The visitor's address as the server sees it (the proxy's, unless forwarded headers are
+    trusted), for rate limits."""
+    return request.client.host if request.client else "unknown"
+
+
 def flash(request: Request, message: str, kind: str = "info") -> None:
     """A one-time message shown on the next page (kept in the signed session)."""
     request.session.setdefault("flash", []).append({"kind": kind, "text": message})

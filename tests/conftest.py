@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -444,3 +447,30 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         wanted = getattr(item, "_nodeid", None)
         if isinstance(wanted, str) and "@" in wanted and item.nodeid != wanted:
             item._id = coerce_node_id(wanted)
+
+
+def start_server(
+    env: dict[str, str], port: int, *, ready: str = "/healthz"
+) -> subprocess.Popen[bytes]:
+    """`rapport serve` in its own process with env, returned once `ready` answers 200 (a loaded
+    CI machine starts slowly: up to 90 s); its stderr is in the error when it does not start."""
+    import urllib.request
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app", "serve", "--port", str(port)],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}{ready}", timeout=1).close()
+            return proc
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                err = proc.stderr.read().decode() if proc.stderr else ""
+                raise RuntimeError(f"rapport serve did not start: {err}") from None
+            time.sleep(0.2)

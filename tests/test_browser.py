@@ -6,13 +6,21 @@ import os
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import COURSES, ROOT, MotoServer, SmtpInbox, free_port, make_bucket, missing
+from tests.conftest import (
+    COURSES,
+    ROOT,
+    MotoServer,
+    SmtpInbox,
+    free_port,
+    make_bucket,
+    missing,
+    start_server,
+)
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -76,25 +84,8 @@ def live_server(tmp_path_factory: pytest.TempPathFactory, inbox: SmtpInbox) -> I
             cwd=ROOT,
             capture_output=True,
         )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "app", "serve", "--port", str(port)],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    proc = start_server(env, port)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90  # a loaded CI machine starts slowly
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/healthz", timeout=1).close()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                err = proc.stderr.read().decode() if proc.stderr else ""
-                raise RuntimeError(f"rapport serve did not start: {err}") from None
-            time.sleep(0.2)
     yield url
     proc.terminate()
     proc.wait(timeout=10)
@@ -387,25 +378,8 @@ def dashboard_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple
     cli("create-user", "admin@example.com", "--role", "admin", "--name", "Ada Admin")
     link = re.search(r"(http://\S+/auth/magic\?token=\S+)", cli("login-link", "admin@example.com"))
     assert link, "no sign-in link printed"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "app", "serve", "--port", str(port)],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    proc = start_server(env, port)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90  # a loaded CI machine starts slowly
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/healthz", timeout=1).close()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                err = proc.stderr.read().decode() if proc.stderr else ""
-                raise RuntimeError(f"rapport serve did not start: {err}") from None
-            time.sleep(0.2)
     yield url, link.group(1)
     proc.terminate()
     proc.wait(timeout=10)
@@ -520,24 +494,7 @@ def s3_server(
         subprocess.run(
             [sys.executable, "-m", "app", *args], env=env, check=True, cwd=ROOT, capture_output=True
         )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "app", "serve", "--port", str(port)],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    deadline = time.monotonic() + 90  # a loaded CI machine starts slowly
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/healthz", timeout=1).close()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                err = proc.stderr.read().decode() if proc.stderr else ""
-                raise RuntimeError(f"rapport serve did not start: {err}") from None
-            time.sleep(0.2)
+    proc = start_server(env, port)
     yield url, env
     proc.terminate()
     proc.wait(timeout=10)

@@ -14,7 +14,6 @@ import re
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from datetime import date
@@ -32,6 +31,7 @@ from tests.conftest import (
     drop_pg_database,
     free_port,
     missing,
+    start_server,
 )
 from tests.test_browser import ARTIFACTS, browser, wait_js  # noqa: F401 - the shared fixture
 
@@ -140,13 +140,7 @@ def shop(
     for slug in ("trust-at-a-distance", "linkedin-playbook"):
         _run(["publish", str(COURSES / slug)], env)
     _run(["create-user", ADMIN, "--role", "admin"], env)
-    server = subprocess.Popen(
-        [sys.executable, "-m", "app", "serve", "--port", str(port)],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    # The worker first: it waits for jobs, and a server that does not start stops the test.
     worker = subprocess.Popen(
         [sys.executable, "-m", "app", "worker"],
         env=env,
@@ -154,19 +148,12 @@ def shop(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    try:
+        server = start_server(env, port, ready="/readyz")
+    except RuntimeError:
+        worker.kill()
+        raise
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90  # a loaded CI machine starts slowly
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/readyz", timeout=1).close()
-            break
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                server.kill()
-                worker.kill()
-                err = server.stderr.read().decode() if server.stderr else ""
-                raise RuntimeError(f"rapport serve did not start: {err}") from None
-            time.sleep(0.2)
     try:
         yield url, inbox
     finally:
@@ -189,7 +176,7 @@ def shot(page: object, name: str) -> None:
 
 def mail_link(inbox: SmtpInbox, to: str, pattern: str, seen: int = 0) -> str:
     """The first link matching pattern in a mail to `to` (waiting for it to arrive)."""
-    deadline = time.monotonic() + 90  # a loaded CI machine starts slowly
+    deadline = time.monotonic() + 90  # a loaded CI machine sends slowly
     while time.monotonic() < deadline:
         for raw in inbox.messages[seen:]:
             message = message_from_bytes(raw, policy=policy.default)

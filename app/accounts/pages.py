@@ -15,7 +15,7 @@ from app.accounts.models import Role
 from app.deps import CurrentUser, OptionalUser, SessionDep, SettingsDep, sign_in, sign_out
 from app.mail import render_mail
 from app.privacy import export_user_data
-from app.web import LOCALES, flash, gettext_for, page, request_locale, safe_next
+from app.web import LOCALES, client_ip, flash, gettext_for, page, request_locale, safe_next
 
 router = APIRouter(include_in_schema=False)
 log = structlog.get_logger()
@@ -24,14 +24,10 @@ Email = Annotated[str, Form(max_length=320)]
 Next = Annotated[str, Form(max_length=2000)]
 
 
-def _client_ip(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
-
-
 def _limit(request: Request, email: str | None) -> None:
     settings = request.app.state.settings
     limiter = request.app.state.limiter
-    limiter.hit(settings.login_rate_per_ip, "login-ip", _client_ip(request))
+    limiter.hit(settings.login_rate_per_ip, "login-ip", client_ip(request))
     if email:
         limiter.hit(settings.login_rate_per_email, "login-email", email.lower())
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import delete, update
@@ -11,7 +11,7 @@ from sqlmodel import Session, col, func, select
 
 from app.accounts.models import ApiToken, Company, LoginToken, Role, User
 from app.accounts.security import hash_password, new_token, token_hash, verify_password
-from app.models_base import utcnow
+from app.models_base import as_utc, utcnow
 
 API_TOKEN_PREFIX = "rap_"  # noqa: S105 - a visible prefix, not a secret
 PASSWORD_MIN = 10
@@ -72,15 +72,10 @@ def create_login_link(*, session: Session, email: str, ttl_seconds: int) -> str:
     return token
 
 
-def _aware(moment: datetime) -> datetime:
-    # SQLite hands back naive datetimes; everything we store is UTC.
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 def peek_login_link(*, session: Session, token: str) -> User:
     """The user a still-valid link would sign in, without using the link."""
     row = session.exec(select(LoginToken).where(LoginToken.token_hash == token_hash(token))).first()
-    if row is None or row.used_at is not None or _aware(row.expires_at) <= utcnow():
+    if row is None or row.used_at is not None or as_utc(row.expires_at) <= utcnow():
         raise InvalidLink("this sign-in link is invalid, used or expired")
     user = get_user_by_email(session=session, email=row.email)
     if user is None:

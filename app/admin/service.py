@@ -41,6 +41,7 @@ from app.config import Settings
 from app.engagement.models import BuyerEngagement, LessonProgress
 from app.engagement.score import Facts, Score, score
 from app.inquiries.models import Inquiry, InquiryChange, InquiryStatus
+from app.models_base import as_utc
 
 DEFAULT_DAYS = 90
 MAX_DAYS = 3653  # ten years
@@ -128,13 +129,6 @@ def parse_range(raw_from: str | None, raw_to: str | None, *, today: date) -> Dat
 
 
 # Helpers ---------------------------------------------------------------------------------------
-
-
-def _aware(moment: datetime | None) -> datetime | None:
-    """SQLite hands timestamps back without a zone; they were written in UTC."""
-    if moment is None or moment.tzinfo is not None:
-        return moment
-    return moment.replace(tzinfo=UTC)
 
 
 def _utc(moment: datetime) -> datetime:
@@ -724,7 +718,7 @@ def leads(
     buyers: list[BuyerLead] = []
     company_of: dict[int, tuple[int, str]] = {}
     for r in session.execute(query):
-        last_active = _aware(r[10])
+        last_active = as_utc(r[10])
         facts = Facts(
             lessons_total=r[6],
             lessons_completed=r[7],
@@ -737,7 +731,7 @@ def leads(
             name=r[1] or "",
             email=r[2],
             company=r[4] or "",
-            engaged_at=_aware(r[5]),
+            engaged_at=as_utc(r[5]),
             score=score(facts, settings, now=now),
             evidence=Evidence(r[7], r[6], round(r[8] / 60, 1), r[9], last_active),
         )
@@ -841,7 +835,7 @@ def buyer_view(
     result_score: Score | None = None
     evidence: Evidence | None = None
     if engagement is not None:
-        last_active = _aware(engagement.last_active_at)
+        last_active = as_utc(engagement.last_active_at)
         result_score = score(
             Facts(
                 lessons_total=engagement.lessons_total,
@@ -902,7 +896,7 @@ Rows = tuple[list[str], list[list[Any]]]  # header, rows
 
 
 def _iso(moment: datetime | None) -> str:
-    moment = _aware(moment)
+    moment = as_utc(moment)
     return moment.isoformat(timespec="seconds") if moment else ""
 
 

@@ -23,9 +23,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, bindparam, select, text, update
+from sqlalchemy import Connection, bindparam, delete, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import Session
 
+from app.accounts.models import User
 from app.config import Settings
 from app.engagement import coverage
 from app.engagement.models import (
@@ -36,7 +38,7 @@ from app.engagement.models import (
     Rejection,
 )
 from app.engagement.score import Facts, Score, score
-from app.models_base import utcnow
+from app.models_base import as_utc, utcnow
 
 EVENTS = EngagementEvent.__table__  # type: ignore[attr-defined]
 PROGRESS = LessonProgress.__table__  # type: ignore[attr-defined]
@@ -395,7 +397,7 @@ def fold(
             intervals, covered = coverage.add(row.intervals, stretches)
         pages = sorted(set(row.pages) | read)
         reading = row.reading_seconds + sum(seconds)
-        row_last = _aware(row.last_active_at)
+        row_last = as_utc(row.last_active_at)
         position = row.position
         if video and (row_last is None or latest.at >= row_last):
             position = latest_video.end or 0.0
@@ -415,7 +417,7 @@ def fold(
                 position=position,
                 pages=pages,
                 reading_seconds=reading,
-                opened_at=_aware(row.opened_at) or earliest,
+                opened_at=as_utc(row.opened_at) or earliest,
                 completed_at=completed_at,
                 last_active_at=max(row_last or latest.at, latest.at),
             )
@@ -425,7 +427,7 @@ def fold(
         lessons_completed=buyer.lessons_completed + d_completed,
         media_seconds=buyer.media_seconds + d_media,
         pages_read=buyer.pages_read + d_pages,
-        last_active_at=max(_aware(buyer.last_active_at) or last, last),
+        last_active_at=max(as_utc(buyer.last_active_at) or last, last),
     )
     result = score(facts, settings, now=now)
     engaged_now = buyer.engaged_at is None and result.engaged
@@ -435,7 +437,7 @@ def fold(
         media_seconds=round(facts.media_seconds, 2),
         pages_read=facts.pages_read,
         reading_seconds=round(buyer.reading_seconds + d_reading, 2),
-        first_active_at=min(_aware(buyer.first_active_at) or first, first),
+        first_active_at=min(as_utc(buyer.first_active_at) or first, first),
         last_active_at=facts.last_active_at,
         engaged_at=now if engaged_now else buyer.engaged_at,
         score_at_last_event=result.total,
@@ -706,15 +708,8 @@ def facts_of(row: Any | None) -> Facts:
         lessons_completed=row.lessons_completed,
         media_seconds=row.media_seconds,
         pages_read=row.pages_read,
-        last_active_at=_aware(row.last_active_at),
+        last_active_at=as_utc(row.last_active_at),
     )
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    # SQLite hands back naive datetimes for timezone columns; they were written in UTC.
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
 
 
 def standing(conn: Connection, *, user_id: int, settings: Settings) -> Standing:
@@ -724,7 +719,7 @@ def standing(conn: Connection, *, user_id: int, settings: Settings) -> Standing:
     return Standing(
         facts=facts,
         score=score(facts, settings, now=utcnow()),
-        engaged_at=_aware(row.engaged_at) if row is not None else None,
+        engaged_at=as_utc(row.engaged_at) if row is not None else None,
         downloads=row.downloads if row is not None else 0,
         reading_seconds=row.reading_seconds if row is not None else 0.0,
     )
@@ -761,7 +756,7 @@ def course_progress(rows: dict[int, Any], lessons: list[tuple[int, str]]) -> Cou
     resume: str | None = None
     if touched:
         latest = max(
-            touched, key=lambda r: _aware(r.last_active_at) or datetime.min.replace(tzinfo=UTC)
+            touched, key=lambda r: as_utc(r.last_active_at) or datetime.min.replace(tzinfo=UTC)
         )
         at = ids.index(latest.lesson_id)
         # The lesson last worked on, unless it is finished: then the next one not finished.
@@ -772,3 +767,36 @@ def course_progress(rows: dict[int, Any], lessons: list[tuple[int, str]]) -> Cou
         target = pending[0] if pending else latest.lesson_id
         resume = dict(lessons)[target]
     return CourseProgress(len(completed), len(ids), completed, resume, bool(touched))
+
+
+# -- a person's data ------------------------------------------------------------------------
+
+
+def export_engagement(*, session: Session, user: User) -> dict[str, object]:
+    """The user's engagement: totals, progress per lesson and every stored event."""
+    assert user.id is not None
+    totals = session.get(BuyerEngagement, user.id)
+    progress = session.scalars(select(LessonProgress).where(PROGRESS.c.user_id == user.id)).all()
+    events = session.scalars(
+        select(EngagementEvent).where(EVENTS.c.user_id == user.id).order_by(EVENTS.c.id)
+    ).all()
+    return {
+        "engagement": {
+            "totals": totals.model_dump(mode="json", warnings=False, exclude={"user_id"})
+            if totals
+            else None,
+            "progress": [
+                p.model_dump(mode="json", warnings=False, exclude={"user_id"}) for p in progress
+            ],
+            "events": [
+                e.model_dump(mode="json", warnings=False, exclude={"user_id", "id"}) for e in events
+            ],
+        }
+    }
+
+
+def erase_engagement(*, session: Session, user: User) -> None:
+    """Delete the user's events and rollups (not left to foreign-key cascades, which SQLite
+    only applies when they are switched on)."""
+    for table in (EVENTS, PROGRESS, BUYER):
+        session.execute(delete(table).where(table.c.user_id == user.id))

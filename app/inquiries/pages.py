@@ -19,17 +19,13 @@ from app.errors import NotFound
 from app.inquiries import service
 from app.inquiries.models import Inquiry, InquiryStatus
 from app.mail import render_mail
-from app.web import flash, gettext_for, page, request_locale
+from app.web import client_ip, flash, gettext_for, page, request_locale
 
 log = structlog.get_logger()
 router = APIRouter(include_in_schema=False)
 
 MESSAGE_MIN = 10
 Text200 = Annotated[str, Form(max_length=200)]
-
-
-def _client_ip(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
 
 
 def _form(
@@ -82,9 +78,9 @@ def inquiry_submit(
 ) -> Response:
     _ = gettext_for(request)
     settings = request.app.state.settings
-    request.app.state.limiter.hit(settings.inquiry_rate_per_ip, "inquiry-ip", _client_ip(request))
+    request.app.state.limiter.hit(settings.inquiry_rate_per_ip, "inquiry-ip", client_ip(request))
     if website:
-        log.info("inquiry.honeypot", ip=_client_ip(request))
+        log.info("inquiry.honeypot", ip=client_ip(request))
         return RedirectResponse("/inquiry/thanks", status_code=303)  # nothing stored, no hint
     values = {
         "name": name.strip(),

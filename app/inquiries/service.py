@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete
 from sqlmodel import Session, col, select
 
 from app.accounts.models import Company, User
 from app.catalog.models import Lesson, Product
 from app.config import Settings
 from app.engagement import service as engagement
-from app.engagement.models import BuyerEngagement, EngagementEvent, LessonProgress
 from app.inquiries.models import OPEN_STATUSES, Inquiry, InquiryChange, InquiryStatus
-from app.models_base import utcnow
+from app.models_base import as_utc, utcnow
 
 
 class InquiryError(ValueError):
@@ -143,10 +141,6 @@ def change(
     return step
 
 
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
 def waiting(inquiry: Inquiry, *, settings: Settings, now: datetime | None = None) -> bool:
     """An open inquiry nobody has touched for the configured days, or past its follow-up date."""
     if inquiry.status not in OPEN_STATUSES:
@@ -154,7 +148,7 @@ def waiting(inquiry: Inquiry, *, settings: Settings, now: datetime | None = None
     now = now or utcnow()
     if inquiry.next_follow_up is not None:
         return inquiry.next_follow_up <= now.date()
-    return now - _aware(inquiry.updated_at) > timedelta(days=settings.inquiry_waiting_days)
+    return now - as_utc(inquiry.updated_at) > timedelta(days=settings.inquiry_waiting_days)
 
 
 @dataclass
@@ -245,35 +239,3 @@ def erase_inquiries(*, session: Session, user: User) -> None:
             inquiry.name = inquiry.email = inquiry.phone = inquiry.message = ""
             inquiry.evidence = {}
             session.add(inquiry)
-
-
-def export_engagement(*, session: Session, user: User) -> dict[str, object]:
-    """The user's engagement: totals, progress per lesson and every stored event."""
-    assert user.id is not None
-    totals = session.get(BuyerEngagement, user.id)
-    progress = session.exec(select(LessonProgress).where(LessonProgress.user_id == user.id)).all()
-    events = session.exec(
-        select(EngagementEvent)
-        .where(EngagementEvent.user_id == user.id)
-        .order_by(col(EngagementEvent.id))
-    ).all()
-    return {
-        "engagement": {
-            "totals": totals.model_dump(mode="json", warnings=False, exclude={"user_id"})
-            if totals
-            else None,
-            "progress": [
-                p.model_dump(mode="json", warnings=False, exclude={"user_id"}) for p in progress
-            ],
-            "events": [
-                e.model_dump(mode="json", warnings=False, exclude={"user_id", "id"}) for e in events
-            ],
-        }
-    }
-
-
-def erase_engagement(*, session: Session, user: User) -> None:
-    """Delete the user's events and rollups (not left to foreign-key cascades, which SQLite
-    only applies when they are switched on)."""
-    for table in (EngagementEvent, LessonProgress, BuyerEngagement):
-        session.execute(delete(table).where(col(table.user_id) == user.id))
