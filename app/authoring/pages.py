@@ -90,6 +90,16 @@ def _invalid(request: Request, exc: ValidationError) -> dict[str, str]:
     return errors
 
 
+def _refusal(
+    request: Request, session: Session, exc: ValidationError | AuthoringError
+) -> tuple[int, dict[str, str]]:
+    """The status and per-field messages for a refused form; a refused change is rolled back."""
+    if isinstance(exc, ValidationError):
+        return 422, _invalid(request, exc)
+    session.rollback()
+    return exc.status, _refused(request, exc)
+
+
 def _refused(request: Request, exc: AuthoringError) -> dict[str, str]:
     _ = gettext_for(request)
     text = _(exc.message) % exc.params if exc.params else _(exc.message)
@@ -177,15 +187,9 @@ def create_product(
             {"slug": slug, "kind": kind, "title": _pair(values, "title")}
         )
         product = service.create_product(session=session, data=data)
-    except ValidationError as exc:
-        return _index(
-            request, session, status_code=422, values=values, errors=_invalid(request, exc)
-        )
-    except AuthoringError as exc:
-        session.rollback()
-        return _index(
-            request, session, status_code=exc.status, values=values, errors=_refused(request, exc)
-        )
+    except (ValidationError, AuthoringError) as exc:
+        code, errors = _refusal(request, session, exc)
+        return _index(request, session, status_code=code, values=values, errors=errors)
     log.info("author.product_created", product_id=product.id, by=author.id)
     _ = gettext_for(request)
     flash(request, _("The product is created as a draft."), "success")
@@ -287,19 +291,10 @@ def save_product(
     try:
         data = schemas.ProductUpdate.model_validate(fields)
         service.update_product(session=session, product=product, data=data)
-    except ValidationError as exc:
+    except (ValidationError, AuthoringError) as exc:
+        code, errors = _refusal(request, session, exc)
         return _product_page(
-            request, session, product, status_code=422, values=values, errors=_invalid(request, exc)
-        )
-    except AuthoringError as exc:
-        session.rollback()
-        return _product_page(
-            request,
-            session,
-            product,
-            status_code=exc.status,
-            values=values,
-            errors=_refused(request, exc),
+            request, session, product, status_code=code, values=values, errors=errors
         )
     _ = gettext_for(request)
     flash(request, _("Saved."), "success")
@@ -396,16 +391,11 @@ def add_module(
     try:
         data = schemas.ModuleCreate.model_validate({"title": _pair(values, "module_title")})
         module = service.add_module(session=session, product=product, data=data)
-    except ValidationError as exc:
-        errors = {f"module_{k}": v for k, v in _invalid(request, exc).items()}
+    except (ValidationError, AuthoringError) as exc:
+        code, errors = _refusal(request, session, exc)
+        errors = {f"module_{k}": v for k, v in errors.items()}  # the add-module form's fields
         return _product_page(
-            request, session, product, status_code=422, values=values, errors=errors
-        )
-    except AuthoringError as exc:
-        session.rollback()
-        errors = {f"module_{k}": v for k, v in _refused(request, exc).items()}
-        return _product_page(
-            request, session, product, status_code=exc.status, values=values, errors=errors
+            request, session, product, status_code=code, values=values, errors=errors
         )
     _ = gettext_for(request)
     flash(request, _("Module added."), "success")
@@ -466,19 +456,10 @@ def save_module(
     try:
         data = schemas.ModuleUpdate.model_validate({"key": key, "title": _pair(values, "title")})
         service.update_module(session=session, module=module, data=data)
-    except ValidationError as exc:
+    except (ValidationError, AuthoringError) as exc:
+        code, errors = _refusal(request, session, exc)
         return _module_page(
-            request, session, module, status_code=422, values=values, errors=_invalid(request, exc)
-        )
-    except AuthoringError as exc:
-        session.rollback()
-        return _module_page(
-            request,
-            session,
-            module,
-            status_code=exc.status,
-            values=values,
-            errors=_refused(request, exc),
+            request, session, module, status_code=code, values=values, errors=errors
         )
     _ = gettext_for(request)
     flash(request, _("Saved."), "success")
@@ -508,19 +489,10 @@ def module_status(
             {"notify": bool(notify), "notes": _pair(values, "notes")}
         )
         emails = service.release_module(session=session, module=module, data=data)
-    except ValidationError as exc:
+    except (ValidationError, AuthoringError) as exc:
+        code, errors = _refusal(request, session, exc)
         return _module_page(
-            request, session, module, status_code=422, values=values, errors=_invalid(request, exc)
-        )
-    except AuthoringError as exc:
-        session.rollback()
-        return _module_page(
-            request,
-            session,
-            module,
-            status_code=exc.status,
-            values=values,
-            errors=_refused(request, exc),
+            request, session, module, status_code=code, values=values, errors=errors
         )
     if emails:
         request.app.state.jobs.enqueue_after_commit(session, "release_email", module_id=module_id)
@@ -566,14 +538,11 @@ def add_lesson(
             {"kind": kind, "title": _pair(values, "lesson_title")}
         )
         lesson = service.add_lesson(session=session, module=module, data=data)
-    except ValidationError as exc:
-        errors = {f"lesson_{k}": v for k, v in _invalid(request, exc).items()}
-        return _module_page(request, session, module, status_code=422, values=values, errors=errors)
-    except AuthoringError as exc:
-        session.rollback()
-        errors = {f"lesson_{k}": v for k, v in _refused(request, exc).items()}
+    except (ValidationError, AuthoringError) as exc:
+        code, errors = _refusal(request, session, exc)
+        errors = {f"lesson_{k}": v for k, v in errors.items()}  # the add-lesson form's fields
         return _module_page(
-            request, session, module, status_code=exc.status, values=values, errors=errors
+            request, session, module, status_code=code, values=values, errors=errors
         )
     _ = gettext_for(request)
     flash(request, _("Lesson added."), "success")
@@ -687,19 +656,10 @@ def save_lesson(
     try:
         data = schemas.LessonUpdate.model_validate(fields)
         service.update_lesson(session=session, lesson=lesson, data=data)
-    except ValidationError as exc:
+    except (ValidationError, AuthoringError) as exc:
+        code, errors = _refusal(request, session, exc)
         return _lesson_page(
-            request, session, lesson, status_code=422, values=values, errors=_invalid(request, exc)
-        )
-    except AuthoringError as exc:
-        session.rollback()
-        return _lesson_page(
-            request,
-            session,
-            lesson,
-            status_code=exc.status,
-            values=values,
-            errors=_refused(request, exc),
+            request, session, lesson, status_code=code, values=values, errors=errors
         )
     _ = gettext_for(request)
     flash(request, _("Saved."), "success")

@@ -380,9 +380,18 @@ def product_out(*, session: Session, product: Product) -> schemas.ProductOut:
             .order_by(col(BundleItem.id))
         )
     )
-    modules = []
-    for module in _modules(session, product.id or 0):
-        modules.append(module_out(session=session, module=module))
+    # All lessons of the product in one query, not one query a module.
+    lessons: dict[int, list[Lesson]] = {}
+    for lesson in session.exec(
+        select(Lesson)
+        .where(Lesson.product_id == product.id)
+        .order_by(col(Lesson.position), col(Lesson.id))
+    ):
+        lessons.setdefault(lesson.module_id, []).append(lesson)
+    modules = [
+        module_out(session=session, module=module, lessons=lessons.get(module.id or 0, []))
+        for module in _modules(session, product.id or 0)
+    ]
     return schemas.ProductOut(
         id=product.id or 0,
         slug=product.slug,
@@ -398,8 +407,10 @@ def product_out(*, session: Session, product: Product) -> schemas.ProductOut:
     )
 
 
-def module_out(*, session: Session, module: Module) -> schemas.ModuleOut:
-    """One module with its lessons, as the editor shows it."""
+def module_out(
+    *, session: Session, module: Module, lessons: list[Lesson] | None = None
+) -> schemas.ModuleOut:
+    """One module with its lessons (read when not given), as the editor shows it."""
     return schemas.ModuleOut(
         id=module.id or 0,
         key=module.key,
@@ -408,7 +419,10 @@ def module_out(*, session: Session, module: Module) -> schemas.ModuleOut:
         published_at=module.published_at,
         title=module.title,
         release_notes=module.release_notes,
-        lessons=[lesson_out(lesson) for lesson in _lessons(session, module.id or 0)],
+        lessons=[
+            lesson_out(lesson)
+            for lesson in (lessons if lessons is not None else _lessons(session, module.id or 0))
+        ],
     )
 
 
