@@ -36,6 +36,7 @@ from app.accounts.models import Company, Role, User
 from app.admin.models import BuyerFunnel, VisitDay, VisitKind
 from app.admin.visits import normalize_source
 from app.catalog.models import Lesson, Product
+from app.checkout import service as checkout
 from app.checkout.models import Order
 from app.config import Settings
 from app.engagement.models import BuyerEngagement, LessonProgress
@@ -205,12 +206,13 @@ class Revenue:
 
     currency: str
     orders: int
-    gross: int  # minor units
+    gross: int  # minor units: what the provider charged (after discounts, with tax)
     refunded: int
+    disputed: int = 0  # lost to disputes
 
     @property
     def net(self) -> int:
-        return self.gross - self.refunded
+        return self.gross - self.refunded - self.disputed
 
 
 @dataclass(frozen=True)
@@ -610,15 +612,24 @@ def stages_of(row: FunnelRow) -> list[Stage]:
 
 
 def revenue(session: Session, period: DateRange) -> list[Revenue]:
-    """Per currency: orders paid in the range, their amounts and what was refunded of them."""
+    """Per currency: orders paid in the range, what was charged for them, what was refunded
+    of them and what lost disputes took back: the money that moved."""
+    lost = case((OC.dispute_status == "lost", OC.amount_disputed), else_=0)
     query = (
-        select(OC.currency, func.count(), func.sum(OC.amount), func.sum(OC.amount_refunded))
+        select(
+            OC.currency,
+            func.count(),
+            func.sum(func.coalesce(OC.amount_total, OC.amount)),
+            func.sum(OC.amount_refunded),
+            func.sum(lost),
+        )
         .where(OC.paid_at >= period.start_at, OC.paid_at < period.end_at)
         .group_by(OC.currency)
         .order_by(OC.currency)
     )
     return [
-        Revenue(r[0], int(r[1]), int(r[2] or 0), int(r[3] or 0)) for r in session.execute(query)
+        Revenue(r[0], int(r[1]), int(r[2] or 0), int(r[3] or 0), int(r[4] or 0))
+        for r in session.execute(query)
     ]
 
 
@@ -814,12 +825,16 @@ def buyer_view(
     ).all()
     for order, title, slug in orders:
         name = _title(title, locale, slug)
-        paid = f"{order.number} · {order.amount / 100:.2f} {order.currency}"
+        charged = order.amount_total if order.amount_total is not None else order.amount
+        paid = f"{order.number} · {charged / 100:.2f} {order.currency}"
         if order.paid_at is not None:
             entries.append(Entry(_utc(order.paid_at), "order_paid", name, paid))
         if order.amount_refunded:
             refunded = f"{order.number} · {order.amount_refunded / 100:.2f} {order.currency}"
             entries.append(Entry(_utc(order.updated_at), "order_refunded", name, refunded))
+        if order.dispute_status:
+            disputed = f"{order.number} · {order.dispute_status}"
+            entries.append(Entry(_utc(order.updated_at), "order_disputed", name, disputed))
     progress = session.execute(
         select(LessonProgress, col(Lesson.title), col(Lesson.key))
         .join(Lesson, col(Lesson.id) == col(LessonProgress.lesson_id))
@@ -1053,7 +1068,13 @@ def orders_table(session: Session, period: DateRange) -> Rows:
         "status",
         "product",
         "amount",
+        "discount",
+        "promotion_code",
+        "tax",
+        "amount_paid",
         "amount_refunded",
+        "amount_disputed_lost",
+        "net",
         "currency",
         "email",
         "company",
@@ -1074,7 +1095,13 @@ def orders_table(session: Session, period: DateRange) -> Rows:
             o.status,
             slug,
             f"{o.amount / 100:.2f}",
+            f"{o.amount_discount / 100:.2f}",
+            o.promotion_code or "",
+            f"{o.amount_tax / 100:.2f}",
+            f"{checkout.charged(o) / 100:.2f}" if o.paid_at else "",
             f"{o.amount_refunded / 100:.2f}",
+            f"{(o.amount_disputed if o.dispute_status == 'lost' else 0) / 100:.2f}",
+            f"{checkout.net_amount(o) / 100:.2f}",
             o.currency,
             o.email or "",
             o.company_name or "",

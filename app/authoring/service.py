@@ -34,6 +34,7 @@ from app.catalog.models import (
     ProductKind,
     ProductStatus,
 )
+from app.catalog.prices import below_minimum
 from app.checkout.models import Entitlement
 from app.models_base import utcnow
 
@@ -319,6 +320,14 @@ def set_prices(*, session: Session, product: Product, prices: dict[str, int]) ->
         if not 0 < amount <= schemas.MAX_PRICE:
             raise AuthoringError(
                 f"prices.{currency}", _("Enter an amount above 0 and up to 100,000.")
+            )
+        minimum = below_minimum(currency, amount)
+        if minimum is not None:
+            raise AuthoringError(
+                f"prices.{currency}",
+                _("The lowest price the payment provider accepts is %(minimum)s %(currency)s."),
+                minimum=f"{minimum // 100}.{minimum % 100:02d}",
+                currency=currency,
             )
     if not prices and product.status == ProductStatus.published:
         raise AuthoringError("prices", _("A published product needs at least one price."))

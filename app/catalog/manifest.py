@@ -8,6 +8,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from app.catalog.prices import below_minimum, minimum_message
+
 MANIFEST_NAME = "course.toml"
 Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,79}$")]
 CURRENCIES = {"EUR", "AUD", "USD", "GBP", "CHF"}
@@ -44,6 +46,14 @@ class PriceSpec(_Strict):
         if v not in CURRENCIES:
             raise ValueError(f"must be one of {', '.join(sorted(CURRENCIES))}")
         return v
+
+    @model_validator(mode="after")
+    def _chargeable(self) -> PriceSpec:
+        minimum = below_minimum(self.currency, self.amount)
+        if minimum is not None:
+            shown = f"{self.amount / 100:.2f} {self.currency}"
+            raise ValueError(f"{shown} is {minimum_message(self.currency, minimum)}")
+        return self
 
 
 class Text(_Strict):

@@ -201,6 +201,9 @@ def test_payment(
         name=name.strip() or None,
         business_name=order.company_name,
         tax_id=order.vat_id,
+        currency=order.currency.lower(),
+        amount_subtotal=order.amount,
+        amount_total=order.amount,
     )
     outcome = service.apply_checkout(
         session=session, provider="test", details=details, event="completed"
@@ -317,11 +320,19 @@ async def start_checkout(
         customer_email=order.email,
         locale=locale,
         business=business,
+        company_name=order.company_name,
+        vat_id=order.vat_id,
+        attempt=order.checkout_attempt,
     )
     try:
         session_id, url = await run_in_threadpool(provider.create_checkout, checkout)
     except PaymentUnavailable as exc:
         log.warning("checkout.provider_unavailable", order=order.number, error=str(exc))
+        if exc.server_error:
+            # Stripe keeps a 500 under its idempotency key for a day: the next try needs another.
+            order.checkout_attempt += 1
+            session.add(order)
+            session.commit()
         return page(
             request,
             "checkout/unavailable.html",
@@ -406,6 +417,7 @@ def admin_orders(
         rows=rows,
         status=status,
         statuses=[s.value for s in OrderStatus],
+        attention=service.needs_attention(session=session),
     )
 
 
@@ -425,7 +437,7 @@ async def refund(
         service.apply_refund(
             session=session,
             payment_intent=order.payment_intent,
-            amount_refunded=order.amount,
+            amount_refunded=order.amount_total if order.amount_total is not None else order.amount,
             fully=True,
         )
     else:

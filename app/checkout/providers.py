@@ -14,7 +14,15 @@ class PaymentError(Exception):
 
 
 class PaymentUnavailable(Exception):
-    """The provider cannot be reached or is too slow; the order stays pending."""
+    """The provider cannot be reached or is too slow; the order stays pending.
+
+    `server_error` is set when the provider answered with a 5xx: it saved that answer under
+    the idempotency key, so a retry must use another key to get anywhere.
+    """
+
+    def __init__(self, message: str, *, server_error: bool = False) -> None:
+        super().__init__(message)
+        self.server_error = server_error
 
 
 @dataclass(frozen=True)
@@ -30,6 +38,10 @@ class CheckoutRequest:
     customer_email: str | None
     locale: str
     business: bool
+    company_name: str | None = None
+    vat_id: str | None = None
+    buyer_name: str | None = None
+    attempt: int = 0  # bumped after a provider server error: a fresh idempotency key
 
 
 @dataclass(frozen=True)
@@ -45,6 +57,26 @@ class CheckoutDetails:
     name: str | None = None
     business_name: str | None = None
     tax_id: str | None = None
+    currency: str | None = None  # lower case, as the provider reports it
+    amount_subtotal: int | None = None
+    amount_total: int | None = None
+    amount_discount: int = 0
+    amount_tax: int = 0
+    promotion_code: str | None = None
+    # Our own order reference in the session's metadata (set only through our API key, never
+    # from a URL as `client_reference_id` can be).
+    metadata_order_number: str | None = None
+    metadata_order_id: str | None = None
+    livemode: bool | None = None
+
+
+@dataclass(frozen=True)
+class RefundInfo:
+    """A refund as the provider answered its creation."""
+
+    refund_id: str
+    amount: int
+    status: str  # pending | succeeded | failed | canceled | requires_action
 
 
 class PaymentProvider(Protocol):
@@ -58,7 +90,7 @@ class PaymentProvider(Protocol):
         """The current state of a checkout session."""
         ...
 
-    def refund(self, *, payment_intent: str, idempotency_key: str) -> None:
+    def refund(self, *, payment_intent: str, idempotency_key: str) -> RefundInfo | None:
         """Refund the whole payment; the provider's event then revokes access."""
         ...
 
@@ -76,7 +108,7 @@ class TestModeProvider:
         # Test-mode sessions live in our own database (the order row); see checkout.pages.
         raise PaymentError("test-mode sessions are confirmed on the test page, not retrieved")
 
-    def refund(self, *, payment_intent: str, idempotency_key: str) -> None:
+    def refund(self, *, payment_intent: str, idempotency_key: str) -> RefundInfo | None:
         return None  # checkout.service revokes directly in test mode
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import structlog
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
@@ -9,7 +11,7 @@ from fastapi.responses import JSONResponse
 
 from app.checkout.notify import queue_purchase_email
 from app.checkout.webhooks import handle_event
-from app.integrations.stripe_api import BadWebhook, verify_webhook
+from app.integrations.stripe_api import BadWebhook, expected_livemode, verify_webhook
 
 router = APIRouter(tags=["webhooks"])
 log = structlog.get_logger()
@@ -42,6 +44,11 @@ async def stripe_webhook(request: Request) -> JSONResponse:
     def on_paid(order_id: int) -> None:
         queue_purchase_email(state.jobs, order_id)
 
-    result = await run_in_threadpool(handle_event, state.engine, event, on_paid)
+    result = await run_in_threadpool(
+        partial(handle_event, livemode=expected_livemode(settings.stripe_secret_key)),
+        state.engine,
+        event,
+        on_paid,
+    )
     log.info("webhook.received", event_id=event["id"], type=event["type"], result=result)
     return JSONResponse({"received": True, "result": result})

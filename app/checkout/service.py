@@ -15,7 +15,16 @@ from sqlmodel import Session, col, select
 from app.accounts import service as accounts
 from app.accounts.models import Company, Role, User
 from app.catalog.models import BundleItem, Price, Product, ProductKind, ProductStatus
-from app.checkout.models import Entitlement, Order, OrderStatus, WebhookEvent
+from app.checkout.models import (
+    Entitlement,
+    EventOutcome,
+    Grant,
+    GrantEnd,
+    Order,
+    OrderStatus,
+    Refund,
+    WebhookEvent,
+)
 from app.checkout.providers import CheckoutDetails
 from app.models_base import utcnow
 
@@ -44,6 +53,7 @@ class Outcome:
     """What a fulfilment step did, and what must happen after the commit."""
 
     order: Order | None = None
+    kind: EventOutcome = EventOutcome.handled
     granted: bool = False
     new_user_id: int | None = None
     after_commit: list[Callable[[], None]] = field(default_factory=list)
@@ -148,37 +158,106 @@ def _products_granted_by(session: Session, product_id: int) -> list[int]:
     return ids
 
 
-def _grant(session: Session, order: Order, user_id: int) -> None:
+def sync_access(*, session: Session, user_id: int, product_ids: list[int]) -> None:
+    """Bring the access rollup (`entitlement`) in line with the user's grants: a product is
+    open while any of its grants is live, and closed once none is."""
     now = utcnow()
-    for product_id in _products_granted_by(session, order.product_id):
-        current = session.exec(
-            select(Entitlement).where(
-                Entitlement.user_id == user_id, Entitlement.product_id == product_id
+    for product_id in product_ids:
+        grants = list(
+            session.exec(
+                select(Grant)
+                .where(Grant.user_id == user_id, Grant.product_id == product_id)
+                .order_by(col(Grant.granted_at).desc(), col(Grant.id).desc())
             )
+        )
+        live = [g for g in grants if g.ended_at is None]
+        current = session.exec(
+            select(Entitlement)
+            .where(Entitlement.user_id == user_id, Entitlement.product_id == product_id)
+            .with_for_update()
         ).first()
-        if current is None:
-            try:
-                with session.begin_nested():
-                    session.add(
-                        Entitlement(user_id=user_id, product_id=product_id, order_id=order.id)
-                    )
-            except IntegrityError:
-                continue  # granted by another order at the same moment: access exists
-        elif current.revoked_at is not None:
-            current.revoked_at = None
-            current.revoke_reason = None
-            current.order_id = order.id
-            current.granted_at = now
+        if live:
+            live_orders = {g.order_id for g in live}
+            if current is None:
+                try:
+                    with session.begin_nested():
+                        session.add(
+                            Entitlement(
+                                user_id=user_id, product_id=product_id, order_id=live[0].order_id
+                            )
+                        )
+                except IntegrityError:
+                    continue  # opened by another order at the same moment: access exists
+            elif current.revoked_at is not None:
+                current.revoked_at = None
+                current.revoke_reason = None
+                current.order_id = live[0].order_id
+                current.granted_at = now
+                session.add(current)
+            elif current.order_id not in live_orders:
+                current.order_id = live[0].order_id  # the copy stamped for a live order
+                session.add(current)
+        elif current is not None and current.revoked_at is None:
+            current.revoked_at = now
+            current.revoke_reason = next((g.end_reason for g in grants if g.end_reason), None)
             session.add(current)
+    session.flush()
 
 
-def _revoke(session: Session, order: Order, reason: str) -> int:
-    result = session.execute(
-        update(Entitlement)
-        .where(col(Entitlement.order_id) == order.id, col(Entitlement.revoked_at).is_(None))
-        .values(revoked_at=utcnow(), revoke_reason=reason)
+def _grant(session: Session, order: Order, user_id: int) -> None:
+    """One grant per product the order line gives (a bundle gives its items too)."""
+    product_ids = _products_granted_by(session, order.product_id)
+    for product_id in product_ids:
+        exists = session.exec(
+            select(Grant.id).where(Grant.order_id == order.id, Grant.product_id == product_id)
+        ).first()
+        if exists is not None:
+            continue
+        try:
+            with session.begin_nested():
+                session.add(Grant(order_id=order.id, user_id=user_id, product_id=product_id))
+        except IntegrityError:
+            continue  # the same order granted at the same moment by a racing delivery
+    sync_access(session=session, user_id=user_id, product_ids=product_ids)
+
+
+def _end_grants(session: Session, order: Order, reason: GrantEnd) -> int:
+    """End the order's live grants; access stays where another order still grants it."""
+    grants = list(
+        session.exec(select(Grant).where(Grant.order_id == order.id, col(Grant.ended_at).is_(None)))
     )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    now = utcnow()
+    for grant in grants:
+        grant.ended_at = now
+        grant.end_reason = reason
+        session.add(grant)
+    session.flush()
+    for user_id in {g.user_id for g in grants}:
+        sync_access(
+            session=session,
+            user_id=user_id,
+            product_ids=[g.product_id for g in grants if g.user_id == user_id],
+        )
+    return len(grants)
+
+
+def _restore_grants(session: Session, order: Order, reason: GrantEnd) -> int:
+    """Undo an end for `reason` only (a dispute won does not undo a refund)."""
+    grants = list(
+        session.exec(select(Grant).where(Grant.order_id == order.id, Grant.end_reason == reason))
+    )
+    for grant in grants:
+        grant.ended_at = None
+        grant.end_reason = None
+        session.add(grant)
+    session.flush()
+    for user_id in {g.user_id for g in grants}:
+        sync_access(
+            session=session,
+            user_id=user_id,
+            product_ids=[g.product_id for g in grants if g.user_id == user_id],
+        )
+    return len(grants)
 
 
 def _buyer(
@@ -214,18 +293,46 @@ def _buyer(
 
 
 def find_order(session: Session, provider: str, details: CheckoutDetails) -> Order | None:
+    """Our order for a checkout session: the one that stored this session's id, or the one
+    named by the session's metadata (set by our API key only). Never by `client_reference_id`:
+    anyone can put an order number into a Payment Link's URL."""
     order = session.exec(
         select(Order)
         .where(Order.provider == provider, Order.provider_session_id == details.session_id)
         .with_for_update()
     ).first()
-    if order is None and details.order_number:
+    if order is None and details.metadata_order_number and details.metadata_order_id:
         order = session.exec(
             select(Order)
-            .where(Order.provider == provider, Order.number == details.order_number)
+            .where(
+                Order.provider == provider,
+                Order.number == details.metadata_order_number,
+                cast(col(Order.id), Text) == details.metadata_order_id,
+            )
             .with_for_update()
         ).first()
     return order
+
+
+def _charged_as_asked(order: Order, details: CheckoutDetails) -> bool:
+    """The session is for the order's price and currency (before discounts and tax)."""
+    if details.currency is not None and details.currency.upper() != order.currency.upper():
+        return False
+    return details.amount_subtotal is None or details.amount_subtotal == order.amount
+
+
+def _record_amounts(order: Order, details: CheckoutDetails) -> None:
+    order.amount_subtotal = (
+        details.amount_subtotal if details.amount_subtotal is not None else order.amount
+    )
+    order.amount_discount = details.amount_discount
+    order.amount_tax = details.amount_tax
+    order.amount_total = (
+        details.amount_total
+        if details.amount_total is not None
+        else order.amount_subtotal - details.amount_discount + details.amount_tax
+    )
+    order.promotion_code = details.promotion_code
 
 
 def apply_checkout(
@@ -233,21 +340,44 @@ def apply_checkout(
 ) -> Outcome:
     """Bring an order up to date with its checkout session (from a webhook or the success page).
 
-    Grants at most once; a refunded or disputed order is never granted again.
+    Grants at most once; a refunded or disputed order is never granted again. A session that
+    is not one of ours, or not for the order's amount, grants nothing.
     """
     outcome = Outcome()
     lock(session, details.payment_intent or details.session_id)
     order = find_order(session, provider, details)
     if order is None:
+        outcome.kind = EventOutcome.foreign
+        log.warning("checkout.foreign_session", session_id=details.session_id, via=event)
         return outcome
     outcome.order = order
-    if details.payment_intent and not order.payment_intent:
-        order.payment_intent = details.payment_intent
-    if order.provider_session_id is None:
-        order.provider_session_id = details.session_id
+    ours = order.provider_session_id in (None, details.session_id)
+    if event in ("expired", "async_failed") and not ours:
+        return outcome  # an abandoned earlier session of this order: the order goes on
+    if not _charged_as_asked(order, details):
+        order.flagged = True
+        order.updated_at = utcnow()
+        session.add(order)
+        outcome.kind = EventOutcome.mismatch
+        log.error(
+            "checkout.amount_mismatch",
+            order=order.number,
+            session_id=details.session_id,
+            currency=details.currency,
+            amount_subtotal=details.amount_subtotal,
+        )
+        return outcome
     if order.status in FINAL or order.status == OrderStatus.paid:
+        if not ours and details.payment_status == "paid":
+            # Paid through a second session of the same order (two tabs): money to give back.
+            order.flagged = True
+            outcome.kind = EventOutcome.notice
+            log.error("order.paid_twice", order=order.number, session_id=details.session_id)
         session.add(order)
         return outcome
+    if details.payment_intent and not order.payment_intent:
+        order.payment_intent = details.payment_intent
+    order.provider_session_id = details.session_id
     if event == "expired":
         if order.status == OrderStatus.pending:
             order.status = OrderStatus.expired
@@ -255,6 +385,7 @@ def apply_checkout(
         order.status = OrderStatus.failed
     elif details.payment_status in ("paid", "no_payment_required") or event == "async_succeeded":
         user = _buyer(session, order, details, outcome)
+        _record_amounts(order, details)
         order.status = OrderStatus.paid
         order.paid_at = utcnow()
         if user is not None:
@@ -267,6 +398,7 @@ def apply_checkout(
             outcome.granted = True
         log.info("order.paid", order=order.number, provider=provider, granted=outcome.granted)
     elif details.status == "complete":
+        _record_amounts(order, details)
         order.status = OrderStatus.processing  # e.g. SEPA debit: paid later, or not
     order.updated_at = utcnow()
     session.add(order)
@@ -289,20 +421,87 @@ def apply_refund(
     amount_refunded: int,
     fully: bool,
     receipt_url: str | None = None,
+    reported_at: int | None = None,
 ) -> Order | None:
-    """Record a refund; a full refund revokes access for good. None when no order matches yet."""
+    """Record what the charge says was refunded; a full refund ends the order's grants.
+
+    `reported_at` is the provider's time of the report: one older than a refund failure we
+    already know of is stale and changes nothing. None when no order matches yet.
+    """
     order = _order_for_payment(session, payment_intent)
     if order is None:
         return None
-    order.amount_refunded = max(order.amount_refunded, amount_refunded)
     if receipt_url and not order.receipt_url:
         order.receipt_url = receipt_url[:500]
+    if reported_at is not None and _failed_since(session, order, reported_at):
+        log.info("order.refund_report_stale", order=order.number)
+        session.add(order)
+        return order
+    order.amount_refunded = max(order.amount_refunded, amount_refunded)
     if fully and order.status != OrderStatus.disputed:
         order.status = OrderStatus.refunded
     if fully:
-        revoked = _revoke(session, order, "refunded")
-        log.info("order.refunded", order=order.number, revoked=revoked)
+        ended = _end_grants(session, order, GrantEnd.refunded)
+        log.info("order.refunded", order=order.number, ended=ended)
     order.updated_at = utcnow()
+    session.add(order)
+    session.flush()
+    return order
+
+
+def _failed_since(session: Session, order: Order, moment: int) -> bool:
+    return (
+        session.exec(
+            select(Refund.id).where(
+                Refund.order_id == order.id,
+                col(Refund.failed_at).is_not(None),
+                col(Refund.failed_at) >= moment,
+            )
+        ).first()
+        is not None
+    )
+
+
+REFUND_FAILED = ("failed", "canceled")
+
+
+def apply_refund_status(
+    *,
+    session: Session,
+    provider: str,
+    payment_intent: str,
+    refund_id: str,
+    amount: int,
+    status: str,
+    reported_at: int,
+) -> Order | None:
+    """A refund's own status (from refund.* events or our request): a failed or canceled
+    refund gives its amount back and restores the access the refund had ended."""
+    order = _order_for_payment(session, payment_intent)
+    if order is None:
+        return None
+    refund = session.exec(
+        select(Refund).where(Refund.provider == provider, Refund.refund_id == refund_id)
+    ).first()
+    if refund is None:
+        refund = Refund(
+            provider=provider, refund_id=refund_id, order_id=order.id or 0, amount=amount, status=""
+        )
+    newly_failed = status in REFUND_FAILED and refund.status not in REFUND_FAILED
+    refund.amount = amount
+    if refund.status not in REFUND_FAILED:
+        refund.status = status[:32]
+    refund.updated_at = utcnow()
+    if newly_failed:
+        refund.failed_at = reported_at
+        order.amount_refunded = max(0, order.amount_refunded - amount)
+        if order.status == OrderStatus.refunded:
+            order.status = OrderStatus.paid
+        restored = _restore_grants(session, order, GrantEnd.refunded)
+        order.flagged = True
+        log.warning("order.refund_failed", order=order.number, refund=refund_id, restored=restored)
+        order.updated_at = utcnow()
+    session.add(refund)
     session.add(order)
     session.flush()
     return order
@@ -318,19 +517,82 @@ def record_receipt(*, session: Session, payment_intent: str, receipt_url: str) -
     return order
 
 
-def apply_dispute(*, session: Session, payment_intent: str) -> Order | None:
-    """A chargeback: revoke access and flag the order. None when no order matches yet."""
+# Inquiries and early fraud warnings withdraw no funds: the buyer keeps access meanwhile.
+DISPUTE_WARNINGS = ("warning_needs_response", "warning_under_review", "warning_closed")
+
+
+def apply_dispute(
+    *,
+    session: Session,
+    payment_intent: str,
+    dispute_id: str | None = None,
+    status: str = "needs_response",
+    amount: int = 0,
+) -> Order | None:
+    """A dispute opened or changed: a chargeback ends the order's grants and flags it; an
+    inquiry is recorded and flagged only. None when no order matches yet."""
     order = _order_for_payment(session, payment_intent)
     if order is None:
         return None
-    order.status = OrderStatus.disputed
+    if order.dispute_status in ("won", "lost") and order.dispute_id == dispute_id:
+        return order  # closed already: a late update changes nothing
+    order.dispute_id = (dispute_id or order.dispute_id or "")[:255] or None
+    order.dispute_status = status[:32]
+    order.amount_disputed = amount or order.amount_disputed
     order.flagged = True
-    revoked = _revoke(session, order, "disputed")
-    log.warning("order.disputed", order=order.number, revoked=revoked)
+    if status not in DISPUTE_WARNINGS:
+        order.status = OrderStatus.disputed
+        ended = _end_grants(session, order, GrantEnd.disputed)
+        log.warning("order.disputed", order=order.number, status=status, ended=ended)
+    else:
+        log.warning("order.dispute_inquiry", order=order.number, status=status)
     order.updated_at = utcnow()
     session.add(order)
     session.flush()
     return order
+
+
+def apply_dispute_closed(
+    *, session: Session, payment_intent: str, dispute_id: str | None, status: str, amount: int = 0
+) -> Order | None:
+    """A dispute's outcome: `won` gives access back (unless a refund ended it), `lost` keeps it
+    ended for good. None when no order matches yet."""
+    order = _order_for_payment(session, payment_intent)
+    if order is None:
+        return None
+    order.dispute_id = (dispute_id or order.dispute_id or "")[:255] or None
+    order.dispute_status = status[:32]
+    order.amount_disputed = amount or order.amount_disputed
+    if status == "won":
+        if order.status == OrderStatus.disputed:
+            order.status = (
+                OrderStatus.refunded
+                if order.amount_refunded >= charged(order)
+                else OrderStatus.paid
+            )
+        restored = _restore_grants(session, order, GrantEnd.disputed)
+        log.info("order.dispute_won", order=order.number, restored=restored)
+    elif status == "lost":
+        order.status = OrderStatus.disputed
+        _end_grants(session, order, GrantEnd.disputed)
+        log.warning("order.dispute_lost", order=order.number)
+    order.updated_at = utcnow()
+    session.add(order)
+    session.flush()
+    return order
+
+
+def charged(order: Order) -> int:
+    """What the provider charged for the order (the list price for orders before wave 2)."""
+    return order.amount_total if order.amount_total is not None else order.amount
+
+
+def net_amount(order: Order) -> int:
+    """What the seller kept of an order: charged, less refunds, less a lost dispute."""
+    if order.status not in (OrderStatus.paid, *FINAL) or order.paid_at is None:
+        return 0
+    lost = order.amount_disputed if order.dispute_status == "lost" else 0
+    return max(0, charged(order) - order.amount_refunded - lost)
 
 
 def pending_events_for(session: Session, provider: str, ref: str) -> list[WebhookEvent]:
@@ -349,6 +611,26 @@ def pending_events_for(session: Session, provider: str, ref: str) -> list[Webhoo
 
 
 # Reading --------------------------------------------------------------------------------------
+
+ATTENTION = (
+    EventOutcome.foreign,
+    EventOutcome.mismatch,
+    EventOutcome.livemode,
+    EventOutcome.notice,
+)
+
+
+def needs_attention(*, session: Session, limit: int = 50) -> list[WebhookEvent]:
+    """Provider events the admin should see: payments we did not create, amounts that differ,
+    events from the other mode, disputes and failed refunds; newest first."""
+    return list(
+        session.exec(
+            select(WebhookEvent)
+            .where(col(WebhookEvent.outcome).in_([str(o) for o in ATTENTION]))
+            .order_by(col(WebhookEvent.id).desc())
+            .limit(limit)
+        )
+    )
 
 
 def active_entitlement(*, session: Session, user_id: int, product_id: int) -> Entitlement | None:

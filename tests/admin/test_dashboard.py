@@ -138,7 +138,7 @@ def test_the_page_shows_the_numbers_and_charts_data(admin_client: TestClient, st
     assert "Buyers 12 30.0% 100.0%" in funnel
     assert "Clients 1 33.3% 8.3%" in funnel
     assert "to engagement 5 6" in text_of(html, "table-medians")
-    assert "EUR 13 €1,337.00 €29.00 €1,308.00" in text_of(html, "table-revenue")
+    assert "EUR 13 €1,337.00 €29.00 €0.00 €1,308.00" in text_of(html, "table-revenue")
     assert "Trust at a Distance 28 7 25.0% 4 57.1% 2 28.6% 1 14.3%" in text_of(
         html, "table-product"
     )

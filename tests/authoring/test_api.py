@@ -89,6 +89,8 @@ BAD: list[tuple[str, str, dict[str, Any], int]] = [
     ("wrong currency", "PUT prices", {"prices": {"GBP": 100}}, 422),
     ("negative price", "PUT prices", {"prices": {"EUR": -100}}, 422),
     ("zero price", "PUT prices", {"prices": {"EUR": 0}}, 422),
+    ("below Stripe's minimum", "PUT prices", {"prices": {"EUR": 49}}, 422),
+    ("below Stripe's minimum in USD", "PUT prices", {"prices": {"EUR": 4900, "USD": 10}}, 422),
     ("absurd price", "PUT prices", {"prices": {"EUR": 10**9}}, 422),
     ("price as text", "PUT prices", {"prices": {"EUR": "lots"}}, 422),
     ("duplicate slug", "PATCH", {"slug": DEMO}, 409),

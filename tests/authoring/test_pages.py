@@ -93,6 +93,7 @@ def test_forms_answer_bad_input_with_4xx_and_keep_nothing(
     cases = [
         (f"{url}/prices", {"prices_EUR": "-5"}, 422, "Enter an amount like 149 or 149.00."),
         (f"{url}/prices", {"prices_EUR": "0"}, 422, "Enter an amount above 0 and up to 100,000."),
+        (f"{url}/prices", {"prices_EUR": "0.10"}, 422, "The lowest price the payment provider"),
         (f"{url}/prices", {"prices_EUR": "1000000"}, 422, "Enter an amount above 0"),
         (f"{url}/prices", {}, 422, "A published product needs at least one price."),
         (url, {**details, "slug": "linkedin playbook"}, 422, "Use lowercase letters"),

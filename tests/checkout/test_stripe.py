@@ -72,7 +72,8 @@ def test_checkout_session_is_created_as_stripe_expects(
     )
     assert created["success_url"] == f"http://testserver/checkout/success?session_id={sid}"
     post = next(q for q in fake_stripe.requests if q.method == "POST")
-    assert post.headers["idempotency-key"] == f"checkout-{key}"
+    assert post.headers["idempotency-key"].startswith("checkout-")
+    assert post.form["adaptive_pricing[enabled]"] == "false"
     assert (
         post.form["invoice_creation[enabled]"] == "true"
         and post.form["allow_promotion_codes"] == "true"
@@ -228,7 +229,7 @@ def test_bad_signatures_store_nothing(
     assert ignored.status_code == 200 and ignored.json()["result"] == "ignored"
 
 
-def test_unknown_order_is_kept_for_replay(
+def test_a_session_we_did_not_create_is_stored_and_grants_nothing(
     stripe_client: TestClient, fake_stripe: FakeStripe, engine: Engine
 ) -> None:
     foreign = {
@@ -240,10 +241,11 @@ def test_unknown_order_is_kept_for_replay(
         "client_reference_id": "R-9999-99999",
     }
     r = post_event(stripe_client, fake_stripe.event("checkout.session.completed", foreign))
-    assert r.status_code == 200 and r.json()["result"] == "unmatched"
+    assert r.status_code == 200 and r.json()["result"] == "foreign"
     with Session(engine) as s:
         stored = s.exec(select(WebhookEvent)).one()
-        assert stored.handled_at is None and stored.note and "replay" in stored.note
+        assert stored.outcome == "foreign" and stored.handled_at is not None
+        assert stored.note and "did not create" in stored.note
 
 
 def test_stripe_down_keeps_the_order_pending_and_retry_works(
