@@ -56,6 +56,15 @@ class VisitDay(SQLModel, table=True):
     visitors: int = Field(default=0, sa_column=Column(Integer, nullable=False))
 
 
+REVENUE_COLUMNS = [
+    "currency",
+    "amount",
+    "amount_total",
+    "amount_refunded",
+    "amount_disputed",
+    "dispute_status",
+]
+
 # The dashboard's indexes live here, beside the queries that need them, rather than in the
 # owning domains' models: buyers in a range (paid_at), "no earlier paid order" (user_id,
 # paid_at), inquiries in a range, and the members of a company.
@@ -63,7 +72,7 @@ Index(
     "ix_order_paid_at",
     Order.__table__.c.paid_at,  # type: ignore[attr-defined]
     # Revenue per currency is then read from the index alone on PostgreSQL.
-    postgresql_include=["currency", "amount", "amount_refunded"],
+    postgresql_include=REVENUE_COLUMNS,
 )
 Index(
     "ix_order_user_paid",

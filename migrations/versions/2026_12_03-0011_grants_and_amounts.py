@@ -39,6 +39,23 @@ def upgrade() -> None:
         batch_op.add_column(
             sa.Column("checkout_attempt", sa.Integer(), nullable=False, server_default="0")
         )
+    # Revenue per currency stays readable from the paid_at index alone (PostgreSQL).
+    with op.batch_alter_table("order", schema=None) as batch_op:
+        batch_op.drop_index("ix_order_paid_at")
+        batch_op.create_index(
+            "ix_order_paid_at",
+            ["paid_at"],
+            unique=False,
+            postgresql_include=[
+                "currency",
+                "amount",
+                "amount_total",
+                "amount_refunded",
+                "amount_disputed",
+                "dispute_status",
+            ],
+        )
+
     with op.batch_alter_table("webhook_event", schema=None) as batch_op:
         batch_op.add_column(sa.Column("outcome", sa.String(length=16), nullable=True))
         batch_op.create_index("ix_webhook_event_outcome", ["outcome"], unique=False)
@@ -135,6 +152,14 @@ def downgrade() -> None:
     with op.batch_alter_table("webhook_event", schema=None) as batch_op:
         batch_op.drop_index("ix_webhook_event_outcome")
         batch_op.drop_column("outcome")
+    with op.batch_alter_table("order", schema=None) as batch_op:
+        batch_op.drop_index("ix_order_paid_at")
+        batch_op.create_index(
+            "ix_order_paid_at",
+            ["paid_at"],
+            unique=False,
+            postgresql_include=["currency", "amount", "amount_refunded"],
+        )
     with op.batch_alter_table("order", schema=None) as batch_op:
         for name in (
             "checkout_attempt",
