@@ -1,12 +1,20 @@
 """A fake of the Stripe HTTP API on loopback, for the official ``stripe`` library.
 
-``FakeStripe`` serves the few v1 endpoints Rapport uses (Checkout Sessions, Refunds, Payment
-Intents, Charges, Disputes) from a ``ThreadingHTTPServer`` in a daemon thread, with Stripe's own
-object shapes (copied below from the fixtures of Stripe's OpenAPI repository), Stripe's error
-bodies and status codes, API-key checking and ``Idempotency-Key`` replay. Test-side helpers move
-sessions along (``complete``, ``settle``, ``expire``) and build the objects a webhook carries
-(``charge_for``, ``dispute_for``, ``event``); ``stripe_signature`` signs a webhook body exactly
-as Stripe does.
+``FakeStripe`` serves the v1 endpoints Rapport uses (Checkout Sessions, Customers, Refunds,
+Payment Intents, Charges, Disputes) from a ``ThreadingHTTPServer`` in a daemon thread, with Stripe's
+own object shapes (copied below from the fixtures of Stripe's OpenAPI repository), Stripe's error
+bodies and status codes, API-key checking and ``Idempotency-Key`` replay.
+
+It is as strict as Stripe: every request's parameters are checked against the installed library's
+own generated parameter types for the endpoint (``tests/fakes/stripe_params.py``: unknown names,
+nesting, enums, scalar types), and the fake enforces the rules Stripe documents on top (minimum
+charge amounts per currency, ``customer`` xor ``customer_email``, ``customer_update`` for an
+existing customer, saved 500s under an idempotency key, …).
+
+Test-side helpers move sessions along (``complete`` — with a promotion code and tax if asked —,
+``settle``, ``expire``, ``foreign_session``), money after the fact (``dispute_for``,
+``close_dispute``, ``escalate_dispute``, ``fail_refund``) and build the objects a webhook carries
+(``charge_for``, ``event``); ``stripe_signature`` signs a webhook body exactly as Stripe does.
 
 Point the library at it with ``stripe.StripeClient(key, base_addresses={"api": fake.url})``.
 Besides the API, ``GET /pay/<session id>`` is a tiny hosted checkout page (its form completes the
@@ -26,6 +34,7 @@ import secrets
 import string
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -33,10 +42,128 @@ from typing import Any, Final
 from urllib.parse import parse_qsl, unquote_plus, urlsplit
 
 import stripe
+from stripe.params import (
+    ChargeRetrieveParams,
+    CustomerCreateParams,
+    CustomerRetrieveParams,
+    DisputeRetrieveParams,
+    PaymentIntentRetrieveParams,
+    RefundCreateParams,
+    RefundRetrieveParams,
+)
+from stripe.params.checkout import (
+    SessionCreateParams,
+    SessionExpireParams,
+    SessionLineItemListParams,
+    SessionRetrieveParams,
+)
 
-__all__ = ["API_VERSION", "FakeStripe", "RecordedRequest", "decode_form", "stripe_signature"]
+from tests.fakes.stripe_params import ParamError, validate
+
+__all__ = [
+    "API_VERSION",
+    "MINIMUM_CHARGE",
+    "WEBHOOK_API_VERSION",
+    "FakeStripe",
+    "RecordedRequest",
+    "decode_form",
+    "minimum_charge_message",
+    "stripe_signature",
+]
 
 API_VERSION: Final[str] = stripe.api_version  # the version the installed library pins
+
+# A webhook endpoint keeps the API version it was created with; its events are rendered in that
+# version, not in the one the library pins (https://docs.stripe.com/webhooks/versioning).
+WEBHOOK_API_VERSION: Final[str] = "2024-06-20"
+
+# Stripe's minimum charge amounts, in minor units of the charge currency ("Minimum and maximum
+# charge amounts", https://docs.stripe.com/currencies#minimum-and-maximum-charge-amounts).
+# HUF counts as a two-decimal currency in the API; JPY is zero-decimal.
+MINIMUM_CHARGE: Final[dict[str, int]] = {
+    "usd": 50,
+    "aed": 200,
+    "aud": 50,
+    "bgn": 100,
+    "brl": 50,
+    "cad": 50,
+    "chf": 50,
+    "czk": 1500,
+    "dkk": 250,
+    "eur": 50,
+    "gbp": 30,
+    "hkd": 400,
+    "huf": 17500,
+    "inr": 50,
+    "jpy": 50,
+    "mxn": 1000,
+    "myr": 200,
+    "nok": 300,
+    "nzd": 50,
+    "pln": 200,
+    "ron": 200,
+    "sek": 300,
+    "sgd": 50,
+    "thb": 1000,
+}
+_ZERO_DECIMAL: Final[frozenset[str]] = frozenset(
+    [
+        "bif",
+        "clp",
+        "djf",
+        "gnf",
+        "jpy",
+        "kmf",
+        "krw",
+        "mga",
+        "pyg",
+        "rwf",
+        "ugx",
+        "vnd",
+        "vuv",
+        "xaf",
+        "xof",
+        "xpf",
+    ]
+)
+_SYMBOL_BEFORE: Final[dict[str, str]] = {
+    "usd": "$",
+    "aud": "$",
+    "cad": "$",
+    "nzd": "$",
+    "sgd": "$",
+    "hkd": "$",
+    "mxn": "$",
+    "brl": "R$",
+    "eur": "€",
+    "gbp": "£",
+    "jpy": "¥",
+    "inr": "₹",
+}
+_SYMBOL_AFTER: Final[dict[str, str]] = {
+    "huf": "Ft",
+    "czk": "Kč",
+    "pln": "zł",
+    "sek": "kr",
+    "nok": "kr",
+    "dkk": "kr.",
+}
+
+
+def minimum_charge_message(currency: str) -> str:
+    """Stripe's refusal of a Checkout Session under the minimum, e.g. "The Checkout Session's
+    total amount due must add up to at least €0.50 eur" (seen verbatim for usd, eur, gbp, hkd,
+    huf)."""
+    currency = currency.lower()
+    minimum = MINIMUM_CHARGE[currency]
+    amount = str(minimum) if currency in _ZERO_DECIMAL else f"{minimum / 100:.2f}"
+    if currency in _SYMBOL_BEFORE:
+        shown = f"{_SYMBOL_BEFORE[currency]}{amount}"
+    elif currency in _SYMBOL_AFTER:
+        shown = f"{amount} {_SYMBOL_AFTER[currency]}"
+    else:
+        shown = amount
+    return f"The Checkout Session's total amount due must add up to at least {shown} {currency}"
 
 
 def stripe_signature(payload: bytes, secret: str, timestamp: int | None = None) -> str:
@@ -423,6 +550,57 @@ _REFUND: Final[dict[str, Any]] = {
     "transfer_reversal": None,
 }
 
+_CUSTOMER: Final[dict[str, Any]] = {
+    "address": {
+        "city": None,
+        "country": None,
+        "line1": None,
+        "line2": None,
+        "postal_code": None,
+        "state": None,
+    },
+    "balance": 0,
+    "created": 1234567890,
+    "currency": "usd",
+    "default_source": None,
+    "delinquent": False,
+    "description": None,
+    "discount": {
+        "checkout_session": None,
+        "customer": None,
+        "customer_account": None,
+        "end": None,
+        "id": "obj_123",
+        "invoice": None,
+        "invoice_item": None,
+        "object": "discount",
+        "promotion_code": None,
+        "source": {"coupon": None, "type": "coupon"},
+        "start": 109757538,
+        "subscription": None,
+        "subscription_item": None,
+    },
+    "email": None,
+    "id": "cus_QXg1o8vcGmoR32",
+    "invoice_prefix": "7FE1103",
+    "invoice_settings": {
+        "custom_fields": None,
+        "default_payment_method": None,
+        "footer": None,
+        "rendering_options": {"amount_tax_display": None, "template": None},
+    },
+    "livemode": False,
+    "metadata": {},
+    "name": None,
+    "next_invoice_sequence": 1,
+    "object": "customer",
+    "phone": None,
+    "preferred_locales": [],
+    "shipping": {},
+    "tax_exempt": "none",
+    "test_clock": None,
+}
+
 _PAYMENT_INTENT: Final[dict[str, Any]] = {
     "amount": 1099,
     "amount_capturable": 0,
@@ -595,6 +773,44 @@ _UNAVAILABLE = (
 )
 
 
+_SERVER_ERROR = "An unknown error occurred (the fake's `fail_next_500` switch is on)."
+# Stripe's dispute fee for a chargeback (15.00 in the charge currency for US accounts; it varies
+# by country). It is not given back when the dispute is won.
+_DISPUTE_FEE = 1500
+_EU_VAT_PREFIXES: Final[frozenset[str]] = frozenset(
+    [
+        "AT",
+        "BE",
+        "BG",
+        "CY",
+        "CZ",
+        "DE",
+        "DK",
+        "EE",
+        "EL",
+        "ES",
+        "FI",
+        "FR",
+        "HR",
+        "HU",
+        "IE",
+        "IT",
+        "LT",
+        "LU",
+        "LV",
+        "MT",
+        "NL",
+        "PL",
+        "PT",
+        "RO",
+        "SE",
+        "SI",
+        "SK",
+        "XI",
+    ]
+)
+
+
 def _rand(n: int = 24) -> str:
     return "".join(secrets.choice(_ALNUM) for _ in range(n))
 
@@ -637,32 +853,50 @@ class _Server(ThreadingHTTPServer):
 class FakeStripe:
     """A Stripe API on loopback (ThreadingHTTPServer in a daemon thread) for the official library.
 
-    State is public for assertions (``sessions``, ``refunds``, ``charges``, ``payment_intents``,
-    ``disputes``, ``requests``) and guarded by ``lock``. Switches: ``down`` (every request gets a
-    503 ``api_error``), ``fail_next`` (that many next requests get a 503, then it recovers),
+    State is public for assertions (``sessions``, ``line_items``, ``customers``, ``refunds``,
+    ``charges``, ``payment_intents``, ``disputes``, ``coupons``, ``promotion_codes``,
+    ``balance_transactions``, ``requests``) and guarded by ``lock``. Switches: ``down`` (every
+    request gets a 503 ``api_error``), ``fail_next`` (that many next requests get a 503, then it
+    recovers; both are connection-level, nothing is saved under an idempotency key),
+    ``fail_next_500`` (that many next API requests get a 500 ``api_error`` *after* their
+    idempotency key was recorded: a replay with the same key and parameters gets the same 500
+    again, as at Stripe, which saves the result of every request that began executing),
     ``delay`` (seconds to sleep before handling each request; the request is still carried out
     after the client gave up, as at Stripe). ``prices`` maps a price id to
     ``{"unit_amount", "currency", "product_name"}`` for line items given by ``price``.
+    ``webhook_api_version`` is the API version of the webhook endpoint, the version ``event``
+    renders events in (not the library's ``API_VERSION``).
     """
 
-    def __init__(self, api_key: str = "sk_test_rapport") -> None:
+    def __init__(
+        self, api_key: str = "sk_test_rapport", *, webhook_api_version: str = WEBHOOK_API_VERSION
+    ) -> None:
         self.api_key = api_key
+        self.webhook_api_version = webhook_api_version
         self.url = ""
         self.lock = threading.RLock()
         self.requests: list[RecordedRequest] = []
         self.sessions: dict[str, dict[str, Any]] = {}
         self.line_items: dict[str, list[dict[str, Any]]] = {}
+        self.customers: dict[str, dict[str, Any]] = {}
         self.refunds: list[dict[str, Any]] = []
         self.charges: dict[str, dict[str, Any]] = {}
         self.payment_intents: dict[str, dict[str, Any]] = {}
         self.disputes: dict[str, dict[str, Any]] = {}
+        self.coupons: dict[str, dict[str, Any]] = {}
+        self.promotion_codes: dict[str, dict[str, Any]] = {}
+        self.balance_transactions: dict[str, dict[str, Any]] = {}
         self.prices: dict[str, dict[str, Any]] = {}
         self.down = False
         self.fail_next = 0
+        self.fail_next_500 = 0
         self.delay = 0.0
         self.created_count = 0
         self.errors: list[BaseException] = []  # bugs in the fake itself (answered with 500)
         self._pi_metadata: dict[str, dict[str, str]] = {}  # session id -> payment_intent_data
+        self._options: dict[str, dict[str, Any]] = {}  # session id -> customer_update, tax ids
+        self._breakdowns: dict[str, dict[str, Any]] = {}  # session id -> total_details.breakdown
+        self._tax_ids: dict[str, list[dict[str, Any]]] = {}  # customer id -> tax_id objects
         self._idempotency: dict[str, _Stored] = {}
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -698,7 +932,7 @@ class FakeStripe:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    # Test-side helpers --------------------------------------------------------------------
+    # Test-side helpers: sessions ----------------------------------------------------------
 
     def complete(
         self,
@@ -709,106 +943,76 @@ class FakeStripe:
         name: str | None = None,
         business_name: str | None = None,
         tax_id: str | None = None,
+        discount_percent: int | None = None,
+        promotion_code: str | None = None,
+        tax: int = 0,
     ) -> dict[str, Any]:
         """What the buyer finishing Checkout does: the session becomes ``complete``, gets a
         payment intent and a charge (``pending`` while ``payment_status`` is ``"unpaid"``, as for
-        SEPA Direct Debit; see ``settle``), and ``customer_details``. Returns the session."""
+        SEPA Direct Debit; see ``settle``), and ``customer_details`` (the email of the session's
+        ``customer`` when it has one). Returns the session.
+
+        ``discount_percent`` (and the ``promotion_code`` the buyer typed, default
+        ``SAVE<percent>``): the buyer redeems a promotion code for a percent-off coupon, which
+        Checkout offers only when the session was created with ``allow_promotion_codes=true``
+        (else ValueError). The session gets ``discounts=[{"coupon", "promotion_code"}]``,
+        ``total_details.amount_discount``, the line items their ``amount_discount``, and the
+        charge and payment intent the discounted amount. ``tax``: tax added on top, in minor
+        units (``total_details.amount_tax``). A total of 0 (a 100 % code) completes with
+        ``payment_status="no_payment_required"``, ``payment_intent=None`` and no charge."""
         if payment_status not in ("paid", "unpaid", "no_payment_required"):
             raise ValueError("payment_status must be paid, unpaid or no_payment_required")
+        if discount_percent is not None and not 0 < discount_percent <= 100:
+            raise ValueError("discount_percent must be between 1 and 100")
+        if promotion_code is not None and discount_percent is None:
+            raise ValueError("give discount_percent: the percent off of the code's coupon")
+        if tax < 0:
+            raise ValueError("tax must not be negative")
         with self.lock:
             session = self._session(session_id)
             if session["status"] != "open":
                 raise ValueError(f"{session_id} is {session['status']}, not open")
+            if discount_percent is not None and session["allow_promotion_codes"] is not True:
+                raise ValueError(
+                    f"{session_id} was not created with allow_promotion_codes=true: "
+                    "Checkout offers no promotion code field"
+                )
             now = int(time.time())
-            email = email or session["customer_email"] or "buyer@example.com"
-            pi_id, ch_id = f"pi_{_rand()}", f"ch_{_rand()}"
-            paid = payment_status != "unpaid"
-            sepa = not paid or "sepa_debit" in (session["payment_method_types"] or [])
-            amount, currency = session["amount_total"], session["currency"]
-            metadata = dict(self._pi_metadata.get(session_id, {}))
-
-            charge = copy.deepcopy(_CHARGE)
-            charge.update(
-                id=ch_id,
-                amount=amount,
-                amount_captured=amount,
-                amount_refunded=0,
-                balance_transaction=f"txn_{_rand()}" if paid else None,
-                captured=True,
-                created=now,
-                currency=currency,
-                description=None,
-                metadata=metadata,
-                paid=paid,
-                payment_intent=pi_id,
-                payment_method=f"pm_{_rand()}",
-                receipt_email=None,
-                receipt_url=f"{self.url}/receipts/{ch_id}",
-                refunded=False,
-                shipping=None,
-                source=None,
-                status="succeeded" if paid else "pending",
+            options = self._options.get(session_id, {})
+            if session["amount_subtotal"] is not None:
+                self._apply_totals(session, discount_percent, promotion_code, tax, now)
+            amount = session["amount_total"]
+            customer = self.customers.get(session["customer"] or "")
+            email = (
+                (customer or {}).get("email")
+                or email
+                or session["customer_email"]
+                or "buyer@example.com"
             )
-            charge["billing_details"].update(email=email, name=name)
-            charge["outcome"].update(
-                network_status="approved_by_network",
-                seller_message="Payment complete.",
-                type="authorized",
-                risk_level="normal",
-            )
-            charge["refunds"] = {
-                "object": "list",
-                "data": [],
-                "has_more": False,
-                "total_count": 0,
-                "url": f"/v1/charges/{ch_id}/refunds",
-            }
-            charge["transfer_data"] = None
-            if sepa:
-                charge["payment_method_details"] = {
-                    "sepa_debit": {
-                        "bank_code": "37040044",
-                        "branch_code": None,
-                        "country": "DE",
-                        "fingerprint": _rand(16),
-                        "last4": "3000",
-                        "mandate": f"mandate_{_rand()}",
-                    },
-                    "type": "sepa_debit",
-                }
-            self.charges[ch_id] = charge
+            if session["mode"] == "payment" and amount == 0:
+                payment_status = "no_payment_required"  # nothing to pay: no intent, no charge
+                pi_id = None
+            else:
+                pi_id = self._pay(session, email=email, name=name, status=payment_status, now=now)
 
-            intent = copy.deepcopy(_PAYMENT_INTENT)
-            intent.update(
-                id=pi_id,
-                amount=amount,
-                amount_received=amount if paid else 0,
-                automatic_payment_methods=None,
-                canceled_at=None,
-                client_secret=f"{pi_id}_secret_{_rand()}",
-                created=now,
-                currency=currency,
-                last_payment_error=None,
-                latest_charge=ch_id,
-                metadata=copy.deepcopy(metadata),
-                next_action=None,
-                payment_method=charge["payment_method"],
-                payment_method_configuration_details=None,
-                payment_method_types=["sepa_debit"] if sepa else ["card"],
-                processing=None,
-                shipping=None,
-                status="succeeded" if paid else "processing",
-                transfer_data=None,
-            )
-            self.payment_intents[pi_id] = intent
-
+            tax_ids = [{"type": "eu_vat", "value": tax_id}] if tax_id else None
+            if customer is not None:
+                if business_name and options.get("customer_update", {}).get("name") == "auto":
+                    customer["name"] = business_name
+                known = self._tax_ids.setdefault(customer["id"], [])
+                if tax_id and all(t["value"] != tax_id for t in known):
+                    known.append(self._tax_id_object(customer["id"], "eu_vat", tax_id))
+                tax_ids = [{"type": t["type"], "value": t["value"]} for t in known] or None
             details = copy.deepcopy(_SESSION["customer_details"])
             details.update(
                 business_name=business_name,
                 email=email,
                 name=name,
-                tax_ids=[{"type": "eu_vat", "value": tax_id}] if tax_id else None,
+                tax_exempt=(customer or {}).get("tax_exempt") or "none",
+                tax_ids=tax_ids,
             )
+            if session["automatic_tax"]["enabled"]:
+                session["automatic_tax"]["status"] = "complete"
             session.update(
                 status="complete",
                 payment_status=payment_status,
@@ -822,6 +1026,49 @@ class FakeStripe:
                 url=None,  # Stripe only shows the URL while the session is open
             )
             return copy.deepcopy(session)
+
+    def foreign_session(
+        self,
+        *,
+        amount: int = 100,
+        currency: str = "eur",
+        client_reference_id: str | None = None,
+        email: str = "buyer@example.com",
+        name: str | None = None,
+        payment_status: str = "paid",
+    ) -> dict[str, Any]:
+        """A paid session the app did not create: someone paid a Payment Link of the same
+        account (``https://buy.stripe.com/…?client_reference_id=R-2026-00015``; Stripe copies
+        the query parameter onto the session). It has ``payment_link`` set, no metadata of ours
+        and does not count in ``created_count``. Returns the completed session."""
+        params: dict[str, Any] = {
+            "mode": "payment",
+            "success_url": "https://buy.stripe.com/c/pay/success",
+            "line_items": [
+                {
+                    "quantity": "1",
+                    "price_data": {
+                        "currency": currency,
+                        "unit_amount": str(amount),
+                        "product_data": {"name": "Payment Link"},
+                    },
+                }
+            ],
+        }
+        if client_reference_id is not None:
+            params["client_reference_id"] = client_reference_id
+        with self.lock:
+            try:
+                validate(SessionCreateParams, params)
+                created = self._create_session(params)
+            except (ParamError, _StripeError) as exc:
+                raise ValueError(f"Stripe would refuse this Payment Link session: {exc}") from exc
+            session = self.sessions[created["id"]]
+            session["payment_link"] = f"plink_{_rand()}"
+            session["cancel_url"] = None
+            return self.complete(
+                created["id"], email=email, name=name, payment_status=payment_status
+            )
 
     def settle(self, session_id: str, *, succeeded: bool = True) -> dict[str, Any]:
         """The delayed outcome of an ``unpaid`` (SEPA) session: on success ``payment_status``
@@ -861,32 +1108,123 @@ class FakeStripe:
         with self.lock:
             return copy.deepcopy(self.charges[self._charge_id(session_id)])
 
-    def dispute_for(self, session_id: str) -> dict[str, Any]:
-        """Open a (fraud) dispute on the session's charge, or return the one already open."""
+    # Test-side helpers: disputes and refunds after the fact ---------------------------------
+
+    def dispute_for(
+        self, session_id: str, *, status: str = "needs_response", reason: str = "fraudulent"
+    ) -> dict[str, Any]:
+        """Open a dispute on the session's charge, or return the one already there.
+
+        ``status="needs_response"`` is a chargeback: the disputed amount and Stripe's dispute fee
+        are withdrawn at once (``balance_transactions``) and the charge can no longer be refunded.
+        ``status="warning_needs_response"`` is an inquiry (a retrieval request or a fraud
+        warning before any chargeback): no funds move and the charge can still be refunded
+        (https://docs.stripe.com/disputes/how-disputes-work#inquiries). Either way the charge's
+        ``disputed`` becomes true and stays so."""
+        if status not in ("needs_response", "warning_needs_response"):
+            raise ValueError("status must be needs_response or warning_needs_response")
         with self.lock:
             charge = self.charges[self._charge_id(session_id)]
             for dispute in self.disputes.values():
                 if dispute["charge"] == charge["id"]:
                     return copy.deepcopy(dispute)
             now = int(time.time())
+            inquiry = status == "warning_needs_response"
             dispute = copy.deepcopy(_DISPUTE)
             dispute.update(
                 id=f"dp_{_rand()}",
                 amount=charge["amount"],
+                balance_transactions=[],
                 charge=charge["id"],
                 created=now,
                 currency=charge["currency"],
                 enhanced_eligibility_types=[],
-                is_charge_refundable=False,
+                is_charge_refundable=inquiry,
+                livemode=charge["livemode"],
                 payment_intent=charge["payment_intent"],
-                reason="fraudulent",
-                status="needs_response",
+                reason=reason,
+                status=status,
             )
             dispute["evidence_details"]["due_by"] = now + 7 * 86400
-            dispute["payment_method_details"]["card"]["case_type"] = "chargeback"
+            dispute["payment_method_details"]["card"]["case_type"] = (
+                "inquiry" if inquiry else "chargeback"
+            )
+            if not inquiry:
+                dispute["balance_transactions"].append(self._dispute_funds(dispute, now))
             charge["disputed"] = True
             self.disputes[dispute["id"]] = dispute
             return copy.deepcopy(dispute)
+
+    def escalate_dispute(self, dispute_id: str) -> dict[str, Any]:
+        """An inquiry the issuer turns into a chargeback: ``needs_response``, funds withdrawn."""
+        with self.lock:
+            dispute = self._dispute(dispute_id)
+            if dispute["status"] != "warning_needs_response":
+                raise ValueError(f"{dispute_id} is {dispute['status']}, not an open inquiry")
+            dispute.update(status="needs_response", is_charge_refundable=False)
+            dispute["payment_method_details"]["card"]["case_type"] = "chargeback"
+            dispute["balance_transactions"].append(self._dispute_funds(dispute, int(time.time())))
+            return copy.deepcopy(dispute)
+
+    def close_dispute(self, dispute_id: str, won: bool) -> dict[str, Any]:
+        """The dispute's outcome (the webhook is ``charge.dispute.closed``). A chargeback becomes
+        ``won`` (the disputed amount comes back: a second balance transaction) or ``lost`` (the
+        funds stay withdrawn). An inquiry that the issuer drops becomes ``warning_closed``; an
+        inquiry is never ``lost`` by itself (``escalate_dispute`` it first, else ValueError).
+        The charge stays ``disputed``."""
+        with self.lock:
+            dispute = self._dispute(dispute_id)
+            status = dispute["status"]
+            if status in ("won", "lost", "warning_closed", "prevented"):
+                raise ValueError(f"{dispute_id} is already closed ({status})")
+            if status.startswith("warning_"):
+                if not won:
+                    raise ValueError(
+                        f"{dispute_id} is an inquiry: escalate_dispute() it into a chargeback "
+                        "before it can be lost"
+                    )
+                dispute["status"] = "warning_closed"
+                return copy.deepcopy(dispute)
+            dispute["status"] = "won" if won else "lost"
+            if won:
+                dispute["balance_transactions"].append(
+                    self._dispute_funds(dispute, int(time.time()), reinstated=True)
+                )
+            return copy.deepcopy(dispute)
+
+    def fail_refund(
+        self,
+        refund_id: str,
+        status: str = "failed",
+        *,
+        failure_reason: str = "expired_or_canceled_card",
+    ) -> dict[str, Any]:
+        """A refund that does not go through after all: ``failed`` (the card is closed, …: with
+        ``failure_reason`` and a ``failure_balance_transaction`` that puts the money back in the
+        balance) or ``canceled``. The charge gets the amount back (``amount_refunded`` goes down,
+        ``refunded`` is false again), as at Stripe (https://docs.stripe.com/refunds#failed-refunds).
+        Returns the refund, for ``refund.failed`` / ``refund.updated`` /
+        ``charge.refund.updated`` events."""
+        if status not in ("failed", "canceled"):
+            raise ValueError("status must be failed or canceled")
+        with self.lock:
+            refund = next((r for r in self.refunds if r["id"] == refund_id), None)
+            if refund is None:
+                raise KeyError(f"no such refund in the fake: {refund_id!r}")
+            if refund["status"] in ("failed", "canceled"):
+                raise ValueError(f"{refund_id} is already {refund['status']}")
+            refund["status"] = status
+            if status == "failed":
+                refund["failure_reason"] = failure_reason
+                refund["failure_balance_transaction"] = f"txn_{_rand()}"
+            charge = self.charges[refund["charge"]]
+            charge["amount_refunded"] = max(0, charge["amount_refunded"] - refund["amount"])
+            charge["refunded"] = 0 < charge["amount"] <= charge["amount_refunded"]
+            charge["refunds"]["data"] = [
+                copy.deepcopy(refund) if r["id"] == refund_id else r
+                for r in charge["refunds"]["data"]
+            ]
+            return copy.deepcopy(refund)
 
     def event(
         self,
@@ -895,22 +1233,28 @@ class FakeStripe:
         *,
         event_id: str | None = None,
         created: int | None = None,
+        livemode: bool = False,
     ) -> dict[str, Any]:
         """An Event as Stripe posts it to a webhook endpoint (sign ``json.dumps`` of it with
-        ``stripe_signature``)."""
+        ``stripe_signature``): in the endpoint's ``webhook_api_version``, with ``livemode`` on
+        the event and on every object in it."""
+        data = copy.deepcopy(obj)
+        _set_livemode(data, livemode)
         event = copy.deepcopy(_EVENT)
         event.update(
             id=event_id or f"evt_{_rand()}",
             object="event",
-            api_version=API_VERSION,
+            api_version=self.webhook_api_version,
             created=int(time.time()) if created is None else created,
-            data={"object": copy.deepcopy(obj)},
-            livemode=False,
+            data={"object": data},
+            livemode=livemode,
             pending_webhooks=1,
             request={"id": None, "idempotency_key": None},
             type=type,
         )
         return event
+
+    # Helpers' helpers ---------------------------------------------------------------------
 
     def _session(self, session_id: str) -> dict[str, Any]:
         try:
@@ -918,12 +1262,304 @@ class FakeStripe:
         except KeyError:
             raise KeyError(f"no such checkout session in the fake: {session_id!r}") from None
 
+    def _dispute(self, dispute_id: str) -> dict[str, Any]:
+        try:
+            return self.disputes[dispute_id]
+        except KeyError:
+            raise KeyError(f"no such dispute in the fake: {dispute_id!r}") from None
+
     def _charge_id(self, session_id: str) -> str:
         session = self._session(session_id)
         if session["payment_intent"] is None:
-            raise ValueError(f"{session_id} has no payment yet: complete() it first")
+            raise ValueError(f"{session_id} has no payment (not completed, or nothing to pay)")
         charge_id: str = self.payment_intents[session["payment_intent"]]["latest_charge"]
         return charge_id
+
+    def _apply_totals(
+        self,
+        session: dict[str, Any],
+        discount_percent: int | None,
+        promotion_code: str | None,
+        tax: int,
+        now: int,
+    ) -> None:
+        """Discount and tax onto the session, its line items and its breakdown."""
+        session_id, currency = session["id"], session["currency"]
+        subtotal: int = session["amount_subtotal"]
+        discount = 0 if discount_percent is None else (subtotal * discount_percent + 50) // 100
+        total = subtotal - discount + tax
+        minimum = MINIMUM_CHARGE.get(currency or "", 0)
+        if session["mode"] == "payment" and 0 < total < minimum:
+            raise ValueError(
+                "Checkout refuses a code that takes the total under Stripe's minimum: "
+                + minimum_charge_message(currency)
+            )
+        items = self.line_items.get(session_id, [])
+        _spread(items, "amount_discount", discount)
+        _spread(items, "amount_tax", tax)
+        for item in items:
+            item["amount_total"] = (
+                item["amount_subtotal"] - item["amount_discount"] + item["amount_tax"]
+            )
+        breakdown: dict[str, Any] = {"discounts": [], "taxes": []}
+        if discount_percent is not None:
+            code = promotion_code or f"SAVE{discount_percent}"
+            promo = self._promotion_code(code, discount_percent, now)
+            coupon_id = promo["promotion"]["coupon"]
+            session["discounts"] = [{"coupon": coupon_id, "promotion_code": promo["id"]}]
+            breakdown["discounts"] = [
+                {
+                    "amount": discount,
+                    "discount": {
+                        "id": f"di_{_rand()}",
+                        "object": "discount",
+                        "checkout_session": session_id,
+                        "customer": session["customer"],
+                        "customer_account": None,
+                        "end": None,
+                        "invoice": None,
+                        "invoice_item": None,
+                        "promotion_code": promo["id"],
+                        "source": {"coupon": coupon_id, "type": "coupon"},
+                        "start": now,
+                        "subscription": None,
+                        "subscription_item": None,
+                    },
+                }
+            ]
+        if tax:
+            taxable = subtotal - discount
+            percentage = round(tax * 100 / taxable, 4) if taxable else 0.0
+            breakdown["taxes"] = [
+                {
+                    "amount": tax,
+                    "rate": {
+                        "id": f"txr_{_rand()}",
+                        "object": "tax_rate",
+                        "active": True,
+                        "country": None,
+                        "created": now,
+                        "description": None,
+                        "display_name": "VAT",
+                        "effective_percentage": percentage,
+                        "flat_amount": None,
+                        "inclusive": False,
+                        "jurisdiction": None,
+                        "jurisdiction_level": None,
+                        "livemode": session["livemode"],
+                        "metadata": {},
+                        "percentage": percentage,
+                        "rate_type": "percentage",
+                        "state": None,
+                        "tax_type": "vat",
+                    },
+                    "taxability_reason": "standard_rated",
+                    "taxable_amount": taxable,
+                }
+            ]
+        self._breakdowns[session_id] = breakdown
+        session.update(
+            amount_total=total,
+            total_details={"amount_discount": discount, "amount_shipping": 0, "amount_tax": tax},
+        )
+
+    def _promotion_code(self, code: str, percent: int, now: int) -> dict[str, Any]:
+        """The promotion code ``code`` for a ``percent`` % coupon, made on first use."""
+        for promo in self.promotion_codes.values():
+            coupon = self.coupons[promo["promotion"]["coupon"]]
+            if promo["code"] == code and coupon["percent_off"] == float(percent):
+                promo["times_redeemed"] += 1
+                coupon["times_redeemed"] += 1
+                return promo
+        coupon_id = _rand(8)
+        self.coupons[coupon_id] = {
+            "id": coupon_id,
+            "object": "coupon",
+            "amount_off": None,
+            "created": now,
+            "currency": None,
+            "duration": "once",
+            "duration_in_months": None,
+            "livemode": False,
+            "max_redemptions": None,
+            "metadata": {},
+            "name": f"{percent} % off",
+            "percent_off": float(percent),
+            "redeem_by": None,
+            "times_redeemed": 1,
+            "valid": True,
+        }
+        promo = {
+            "id": f"promo_{_rand()}",
+            "object": "promotion_code",
+            "active": True,
+            "code": code,
+            "created": now,
+            "customer": None,
+            "customer_account": None,
+            "expires_at": None,
+            "livemode": False,
+            "max_redemptions": None,
+            "metadata": {},
+            "promotion": {"coupon": coupon_id, "type": "coupon"},
+            "restrictions": {
+                "currency_options": {},
+                "first_time_transaction": False,
+                "minimum_amount": None,
+                "minimum_amount_currency": None,
+            },
+            "times_redeemed": 1,
+        }
+        self.promotion_codes[promo["id"]] = promo
+        return promo
+
+    def _pay(
+        self, session: dict[str, Any], *, email: str, name: str | None, status: str, now: int
+    ) -> str:
+        """The payment intent and charge of a completed session; the intent's id."""
+        pi_id, ch_id = f"pi_{_rand()}", f"ch_{_rand()}"
+        paid = status != "unpaid"
+        sepa = not paid or "sepa_debit" in (session["payment_method_types"] or [])
+        amount, currency = session["amount_total"], session["currency"]
+        metadata = dict(self._pi_metadata.get(session["id"], {}))
+
+        charge = copy.deepcopy(_CHARGE)
+        charge.update(
+            id=ch_id,
+            amount=amount,
+            amount_captured=amount,
+            amount_refunded=0,
+            balance_transaction=f"txn_{_rand()}" if paid else None,
+            captured=True,
+            created=now,
+            currency=currency,
+            customer=session["customer"],
+            description=None,
+            livemode=session["livemode"],
+            metadata=metadata,
+            paid=paid,
+            payment_intent=pi_id,
+            payment_method=f"pm_{_rand()}",
+            receipt_email=None,
+            receipt_url=f"{self.url}/receipts/{ch_id}",
+            refunded=False,
+            shipping=None,
+            source=None,
+            status="succeeded" if paid else "pending",
+        )
+        charge["billing_details"].update(email=email, name=name)
+        charge["outcome"].update(
+            network_status="approved_by_network",
+            seller_message="Payment complete.",
+            type="authorized",
+            risk_level="normal",
+        )
+        charge["refunds"] = {
+            "object": "list",
+            "data": [],
+            "has_more": False,
+            "total_count": 0,
+            "url": f"/v1/charges/{ch_id}/refunds",
+        }
+        charge["transfer_data"] = None
+        if sepa:
+            charge["payment_method_details"] = {
+                "sepa_debit": {
+                    "bank_code": "37040044",
+                    "branch_code": None,
+                    "country": "DE",
+                    "fingerprint": _rand(16),
+                    "last4": "3000",
+                    "mandate": f"mandate_{_rand()}",
+                },
+                "type": "sepa_debit",
+            }
+        self.charges[ch_id] = charge
+
+        intent = copy.deepcopy(_PAYMENT_INTENT)
+        intent.update(
+            id=pi_id,
+            amount=amount,
+            amount_received=amount if paid else 0,
+            automatic_payment_methods=None,
+            canceled_at=None,
+            client_secret=f"{pi_id}_secret_{_rand()}",
+            created=now,
+            currency=currency,
+            customer=session["customer"],
+            last_payment_error=None,
+            latest_charge=ch_id,
+            livemode=session["livemode"],
+            metadata=copy.deepcopy(metadata),
+            next_action=None,
+            payment_method=charge["payment_method"],
+            payment_method_configuration_details=None,
+            payment_method_types=["sepa_debit"] if sepa else ["card"],
+            processing=None,
+            shipping=None,
+            status="succeeded" if paid else "processing",
+            transfer_data=None,
+        )
+        self.payment_intents[pi_id] = intent
+        return pi_id
+
+    def _dispute_funds(
+        self, dispute: dict[str, Any], now: int, *, reinstated: bool = False
+    ) -> dict[str, Any]:
+        """The balance transaction of a chargeback: the withdrawal (amount and dispute fee) or,
+        when won, the reinstatement of the disputed amount."""
+        amount, currency = dispute["amount"], dispute["currency"]
+        fee = 0 if reinstated else _DISPUTE_FEE
+        gross = amount if reinstated else -amount
+        txn = {
+            "id": f"txn_{_rand()}",
+            "object": "balance_transaction",
+            "amount": gross,
+            "available_on": now,
+            "balance_type": "payments",
+            "created": now,
+            "currency": currency,
+            "description": (
+                f"Chargeback {'reversal' if reinstated else 'withdrawal'} for {dispute['charge']}"
+            ),
+            "exchange_rate": None,
+            "fee": fee,
+            "fee_details": (
+                [
+                    {
+                        "amount": fee,
+                        "application": None,
+                        "currency": currency,
+                        "description": "Dispute fee",
+                        "type": "stripe_fee",
+                    }
+                ]
+                if fee
+                else []
+            ),
+            "net": gross - fee,
+            "reporting_category": "dispute_reversal" if reinstated else "dispute",
+            "source": dispute["id"],
+            "status": "available",
+            "type": "adjustment",
+        }
+        self.balance_transactions[txn["id"]] = txn
+        return copy.deepcopy(txn)
+
+    def _tax_id_object(self, customer_id: str, kind: str, value: str) -> dict[str, Any]:
+        return {
+            "id": f"txi_{_rand()}",
+            "object": "tax_id",
+            "country": value[:2].upper() if kind.endswith("_vat") else None,
+            "created": int(time.time()),
+            "customer": customer_id,
+            "customer_account": None,
+            "livemode": False,
+            "owner": {"customer": customer_id, "type": "customer"},
+            "type": kind,
+            "value": value,
+            "verification": {"status": "pending", "verified_address": None, "verified_name": None},
+        }
 
     # HTTP ---------------------------------------------------------------------------------
 
@@ -949,7 +1585,7 @@ class FakeStripe:
                 params = decode_form(form_pairs if method == "POST" else query_pairs)
                 key = headers.get("idempotency-key")
                 if method != "POST" or not key:
-                    return self._json(200, self._route(method, path, params))
+                    return self._json(200, self._serve_api(method, path, params))
                 return self._idempotent(key, (method, path, sorted(form_pairs)), path, params)
         except _StripeError as exc:
             return self._json(exc.status, {"error": exc.body})
@@ -957,9 +1593,11 @@ class FakeStripe:
     def _idempotent(
         self, key: str, signature: tuple[Any, ...], path: str, params: dict[str, Any]
     ) -> _Answer:
-        """Stripe's idempotency: the same key and parameters replay the first answer (even if
-        the object changed since); other parameters with the key are an ``idempotency_error``.
-        Answers to requests that failed validation are not kept, as at Stripe."""
+        """Stripe's idempotency (https://docs.stripe.com/api/idempotent_requests): the same key
+        and parameters replay the first answer (even if the object changed since, and even when
+        it was a 500); other parameters under the key are an ``idempotency_error``. Requests
+        refused by validation are not kept, as at Stripe ("no idempotent result is saved because
+        no API endpoint began execution")."""
         stored = self._idempotency.get(key)
         if stored is not None:
             if stored.signature != signature:
@@ -970,15 +1608,21 @@ class FakeStripe:
                     "they were first used with. Try using a key other than "
                     f"'{key}' if you meant to execute a different request.",
                 )
-            headers = {"Idempotent-Replayed": "true", "Original-Request": stored.request_id}
+            headers = {
+                **stored.answer.headers,
+                "Idempotent-Replayed": "true",
+                "Original-Request": stored.request_id,
+            }
             return _Answer(stored.answer.status, stored.answer.body, headers=headers)
+        request_id = f"req_{_rand(14)}"
         try:
-            answer = self._json(200, self._route("POST", path, params))
+            answer = self._json(200, self._serve_api("POST", path, params))
         except _StripeError as exc:
             if exc.status < 500:
                 raise
+            # Saved: retrying with this key would only replay it (the library reads the header).
             answer = self._json(exc.status, {"error": exc.body})
-        request_id = f"req_{_rand(14)}"
+            answer.headers["Stripe-Should-Retry"] = "false"
         answer.headers["Request-Id"] = request_id
         self._idempotency[key] = _Stored(signature, answer, request_id)
         return answer
@@ -1000,42 +1644,50 @@ class FakeStripe:
                 f"Invalid API Key provided: {masked}", code="api_key_invalid", status=401
             )
 
-    def _route(self, method: str, path: str, params: dict[str, Any]) -> dict[str, Any]:
+    def _serve_api(self, method: str, path: str, params: dict[str, Any]) -> dict[str, Any]:
+        """Route, check the parameters against the library's type for the endpoint, then (unless
+        ``fail_next_500`` says otherwise) carry the request out and expand the answer."""
+        params_type, run = self._route(method, path)
+        try:
+            validate(params_type, params)
+        except ParamError as exc:
+            raise _StripeError.invalid(exc.message, param=exc.param, code=exc.code) from None
+        if self.fail_next_500 > 0:
+            self.fail_next_500 -= 1
+            raise _StripeError(500, "api_error", _SERVER_ERROR)
+        answer = run(params)
+        if answer.get("object") == "list":
+            return answer
+        return self._expand(answer, [str(e) for e in params.get("expand") or []])
+
+    def _route(
+        self, method: str, path: str
+    ) -> tuple[type, Callable[[dict[str, Any]], dict[str, Any]]]:
+        """The library's parameter type of the endpoint and what carries the request out."""
         parts = [unquote_plus(p) for p in path.strip("/").split("/")]
-        expand = params.get("expand") or []
-        if not isinstance(expand, list):
-            raise _StripeError.invalid("Invalid array", param="expand")
         match method, parts:
             case "POST", ["v1", "checkout", "sessions"]:
-                return self._expand(self._create_session(params), expand)
+                return SessionCreateParams, self._post_session
             case "GET", ["v1", "checkout", "sessions", session_id]:
-                return self._expand(self._get("checkout.session", session_id), expand)
+                return SessionRetrieveParams, lambda _: self._get("checkout.session", session_id)
             case "POST", ["v1", "checkout", "sessions", session_id, "expire"]:
-                session = self.sessions.get(session_id)
-                if session is None:
-                    raise _StripeError.no_such("checkout.session", session_id, param="session")
-                if session["status"] != "open":
-                    raise _StripeError.invalid(
-                        'Only Checkout Sessions with a status in ["open"] can be expired.',
-                        param="session",
-                    )
-                return self._expand(self.expire(session_id), expand)
+                return SessionExpireParams, lambda _: self._expire_session(session_id)
             case "GET", ["v1", "checkout", "sessions", session_id, "line_items"]:
-                self._get("checkout.session", session_id)
-                return self._list(
-                    f"/v1/checkout/sessions/{session_id}/line_items",
-                    self.line_items.get(session_id, []),
-                )
+                return SessionLineItemListParams, lambda _: self._line_items_of(session_id)
+            case "POST", ["v1", "customers"]:
+                return CustomerCreateParams, self._create_customer
+            case "GET", ["v1", "customers", customer_id]:
+                return CustomerRetrieveParams, lambda _: self._get("customer", customer_id)
             case "POST", ["v1", "refunds"]:
-                return self._expand(self._create_refund(params), expand)
+                return RefundCreateParams, self._create_refund
             case "GET", ["v1", "refunds", refund_id]:
-                return self._expand(self._get("refund", refund_id), expand)
+                return RefundRetrieveParams, lambda _: self._get("refund", refund_id)
             case "GET", ["v1", "payment_intents", intent_id]:
-                return self._expand(self._get("payment_intent", intent_id), expand)
+                return PaymentIntentRetrieveParams, lambda _: self._get("payment_intent", intent_id)
             case "GET", ["v1", "charges", charge_id]:
-                return self._expand(self._get("charge", charge_id), expand)
+                return ChargeRetrieveParams, lambda _: self._get("charge", charge_id)
             case "GET", ["v1", "disputes", dispute_id]:
-                return self._expand(self._get("dispute", dispute_id), expand)
+                return DisputeRetrieveParams, lambda _: self._get("dispute", dispute_id)
         raise _StripeError.invalid(
             f"Unrecognized request URL ({method}: {path}). Please see https://stripe.com/docs "
             "or we can help at https://support.stripe.com/.",
@@ -1049,6 +1701,7 @@ class FakeStripe:
         else:
             store = {
                 "checkout.session": self.sessions,
+                "customer": self.customers,
                 "payment_intent": self.payment_intents,
                 "charge": self.charges,
                 "dispute": self.disputes,
@@ -1059,69 +1712,192 @@ class FakeStripe:
             raise _StripeError.no_such(kind, id_, param=param, status=status)
         return copy.deepcopy(found)
 
-    def _expand(self, obj: dict[str, Any], expand: list[Any]) -> dict[str, Any]:
-        """Stripe's ``expand[]``: replace an id by its object, along dotted paths."""
+    def _lookup(self, id_: str) -> dict[str, Any] | None:
+        """Any stored object by its id (for ``expand``)."""
+        if id_.startswith("re_"):
+            return next((copy.deepcopy(r) for r in self.refunds if r["id"] == id_), None)
+        for store in (
+            self.payment_intents,
+            self.charges,
+            self.disputes,
+            self.customers,
+            self.sessions,
+            self.promotion_codes,
+            self.coupons,
+            self.balance_transactions,
+        ):
+            if id_ in store:
+                return copy.deepcopy(store[id_])
+        return None
+
+    def _expand(self, obj: dict[str, Any], expand: list[str]) -> dict[str, Any]:
+        """Stripe's ``expand[]``: replace an id by its object, along dotted paths (through lists
+        too, as in ``discounts.promotion_code``)."""
         for path in expand:
-            self._expand_path(obj, str(path).split("."), str(path))
+            self._expand_path(obj, path.split("."), path)
         return obj
 
     def _expand_path(self, obj: dict[str, Any], steps: list[str], whole: str) -> None:
         name, rest = steps[0], steps[1:]
-        if name == "line_items" and obj.get("object") == "checkout.session":
-            obj["line_items"] = self._list(
-                f"/v1/checkout/sessions/{obj['id']}/line_items",
-                self.line_items.get(obj["id"], []),
+        kind = obj.get("object")
+        if kind == "checkout.session" and name == "line_items":
+            obj["line_items"] = self._line_items_of(obj["id"])
+        if (
+            kind == "checkout.session"
+            and name == "total_details"
+            and rest[:1] == ["breakdown"]
+            and isinstance(obj.get("total_details"), dict)
+        ):
+            empty: dict[str, Any] = {"discounts": [], "taxes": []}
+            obj["total_details"]["breakdown"] = copy.deepcopy(
+                self._breakdowns.get(obj["id"], empty)
             )
-        elif name not in obj:
+            obj, name, rest = obj["total_details"], "breakdown", rest[1:]
+        if kind == "customer" and name == "tax_ids":
+            obj["tax_ids"] = self._list(
+                f"/v1/customers/{obj['id']}/tax_ids", self._tax_ids.get(obj["id"], [])
+            )
+        if name not in obj:
             raise _StripeError.invalid(
                 f"This property cannot be expanded ({whole}).", param="expand"
             )
         value = obj[name]
         if isinstance(value, str):
-            kinds = {"pi_": "payment_intent", "ch_": "charge", "dp_": "dispute", "re_": "refund"}
-            kind = kinds.get(value[:3])
-            if kind is None:
+            found = self._lookup(value)
+            if found is None:
                 raise _StripeError.invalid(
                     f"This property cannot be expanded ({whole}).", param="expand"
                 )
-            value = obj[name] = self._get(kind, value)
-        if rest and isinstance(value, dict):
-            self._expand_path(value, rest, whole)
+            value = obj[name] = found
+        if not rest:
+            return
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, dict):
+                self._expand_path(item, rest, whole)
 
     @staticmethod
     def _list(url: str, data: list[dict[str, Any]]) -> dict[str, Any]:
         return {"object": "list", "data": copy.deepcopy(data), "has_more": False, "url": url}
 
+    def _line_items_of(self, session_id: str) -> dict[str, Any]:
+        self._get("checkout.session", session_id)
+        return self._list(
+            f"/v1/checkout/sessions/{session_id}/line_items", self.line_items.get(session_id, [])
+        )
+
+    def _expire_session(self, session_id: str) -> dict[str, Any]:
+        session = self.sessions.get(session_id)
+        if session is None:
+            raise _StripeError.no_such("checkout.session", session_id, param="session")
+        if session["status"] != "open":
+            raise _StripeError.invalid(
+                'Only Checkout Sessions with a status in ["open"] can be expired.',
+                param="session",
+            )
+        return self.expire(session_id)
+
+    # Customers ----------------------------------------------------------------------------
+
+    def _create_customer(self, p: dict[str, Any]) -> dict[str, Any]:
+        email = _email(p, "email")
+        customer_id = f"cus_{_rand(14)}"
+        tax_ids: list[dict[str, Any]] = []
+        for i, datum in enumerate(p.get("tax_id_data") or []):
+            kind, value = str(datum["type"]), str(datum["value"])
+            if not _valid_tax_id(kind, value):
+                raise _StripeError.invalid(
+                    f"Invalid value for {kind}.",
+                    param=f"tax_id_data[{i}][value]",
+                    code="tax_id_invalid",
+                )
+            tax_ids.append(self._tax_id_object(customer_id, kind, value))
+        address = p.get("address")
+        customer = copy.deepcopy(_CUSTOMER)
+        customer.update(
+            id=customer_id,
+            address={**_CUSTOMER["address"], **address} if isinstance(address, dict) else None,
+            created=int(time.time()),
+            currency=None,
+            description=_text(p, "description"),
+            discount=None,
+            email=email,
+            invoice_prefix=secrets.token_hex(4).upper(),
+            metadata=_metadata(p, "metadata"),
+            name=_text(p, "name"),
+            phone=_text(p, "phone"),
+            preferred_locales=[str(x) for x in p.get("preferred_locales") or []],
+            shipping=None,
+            tax_exempt=_text(p, "tax_exempt") or "none",
+        )
+        self.customers[customer_id] = customer
+        self._tax_ids[customer_id] = tax_ids
+        return copy.deepcopy(customer)
+
     # Checkout Sessions --------------------------------------------------------------------
+
+    def _post_session(self, p: dict[str, Any]) -> dict[str, Any]:
+        session = self._create_session(p)
+        self.created_count += 1
+        return session
 
     def _create_session(self, p: dict[str, Any]) -> dict[str, Any]:
         mode = _text(p, "mode", required=True)
-        if mode not in ("payment", "setup", "subscription"):
-            raise _StripeError.invalid(
-                f"Invalid mode: must be one of payment, setup, or subscription ({mode!r} given).",
-                param="mode",
-            )
         success_url = _url(p, "success_url", required=True)
         assert success_url is not None
         cancel_url = _url(p, "cancel_url")
-        customer_email = _text(p, "customer_email")
-        if customer_email is not None and not re.fullmatch(
-            r"[^@\s]+@[^@\s]+\.[^@\s]+", customer_email
+        customer_email = _email(p, "customer_email")
+        customer_id = _text(p, "customer")
+        customer_update = p.get("customer_update") or {}
+        tax_id_collection = _bool(p.get("tax_id_collection") or {}, "enabled") or False
+        automatic_tax = _bool(p.get("automatic_tax") or {}, "enabled") or False
+        # Rules across parameters, in Stripe's words.
+        if customer_id is not None and customer_email is not None:
+            raise _StripeError.invalid(
+                "You may only specify one of these parameters: customer, customer_email."
+            )
+        if "allow_promotion_codes" in p and "discounts" in p:
+            raise _StripeError.invalid(
+                "You may only specify one of these parameters: allow_promotion_codes, discounts."
+            )
+        if customer_update and customer_id is None and "customer_account" not in p:
+            raise _StripeError.invalid(
+                "`customer_update` can only be used with `customer` or `customer_account`."
+            )
+        customer = None
+        if customer_id is not None:
+            customer = self.customers.get(customer_id)
+            if customer is None:
+                raise _StripeError.no_such("customer", customer_id, param="customer", status=400)
+        if customer is not None and tax_id_collection and customer_update.get("name") != "auto":
+            # https://docs.stripe.com/tax/checkout/tax-ids ("Existing customers")
+            raise _StripeError.invalid(
+                "Tax ID collection requires updating business name on the customer. To enable "
+                "tax ID collection for an existing customer, please set `customer_update[name]` "
+                "to `auto`."
+            )
+        if (
+            customer is not None
+            and automatic_tax
+            and not (customer["address"] or {}).get("country")
+            and "auto" not in (customer_update.get("address"), customer_update.get("shipping"))
         ):
             raise _StripeError.invalid(
-                f"Invalid email address: {customer_email}",
-                param="customer_email",
-                code="email_invalid",
+                "Automatic tax calculation in Checkout requires a valid address on the Customer. "
+                "Add a valid address to the Customer or set `customer_update[address]` to 'auto' "
+                "to save the billing address entered in Checkout to the Customer.",
+                code="customer_tax_location_invalid",
             )
         metadata = _metadata(p, "metadata")
         intent_data = p.get("payment_intent_data") or {}
-        if not isinstance(intent_data, dict):
-            raise _StripeError.invalid("Invalid object", param="payment_intent_data")
         pi_metadata = _metadata(intent_data, "metadata", prefix="payment_intent_data")
         items, currency, subtotal = self._line_items(p, required=mode == "payment")
+        if mode == "payment" and currency is not None and subtotal:
+            minimum = MINIMUM_CHARGE.get(currency, 0)
+            if subtotal < minimum:
+                raise _StripeError.invalid(
+                    minimum_charge_message(currency), param="line_items", code="amount_too_small"
+                )
         methods = p.get("payment_method_types") or ["card"]
-        if not isinstance(methods, list):
-            raise _StripeError.invalid("Invalid array", param="payment_method_types")
 
         now = int(time.time())
         expires_at = _int(p, "expires_at") or now + 24 * 3600
@@ -1138,11 +1914,23 @@ class FakeStripe:
         session.update(
             id=session_id,
             object="checkout.session",
-            adaptive_pricing={"enabled": False},
+            adaptive_pricing={
+                "enabled": _bool(p.get("adaptive_pricing") or {}, "enabled") or False
+            },
             after_expiration=None,
             allow_promotion_codes=_bool(p, "allow_promotion_codes"),
             amount_subtotal=subtotal,
             amount_total=subtotal,
+            automatic_tax=(
+                {
+                    "enabled": True,
+                    "liability": {"type": "self"},
+                    "provider": "stripe",
+                    "status": "requires_location_inputs",
+                }
+                if automatic_tax
+                else {"enabled": False, "liability": None, "provider": None, "status": None}
+            ),
             billing_address_collection=_text(p, "billing_address_collection"),
             cancel_url=cancel_url,
             client_reference_id=_text(p, "client_reference_id"),
@@ -1158,8 +1946,10 @@ class FakeStripe:
                 "submit": None,
                 "terms_of_service_acceptance": None,
             },
-            customer=_text(p, "customer"),
-            customer_creation=_text(p, "customer_creation") or "if_required",
+            customer=customer_id,
+            customer_creation=None
+            if customer_id
+            else _text(p, "customer_creation") or "if_required",
             customer_details=None,
             customer_email=customer_email,
             discounts=[],
@@ -1183,6 +1973,7 @@ class FakeStripe:
             metadata=metadata,
             mode=mode,
             payment_intent=None,
+            payment_link=None,
             payment_method_collection="if_required" if mode == "subscription" else None,
             payment_method_configuration_details=None,
             payment_method_types=[str(m) for m in methods],
@@ -1198,6 +1989,7 @@ class FakeStripe:
             status="open",
             submit_type=_text(p, "submit_type"),
             success_url=success_url.replace("{CHECKOUT_SESSION_ID}", session_id),
+            tax_id_collection={"enabled": tax_id_collection, "required": "never"},
             total_details={"amount_discount": 0, "amount_shipping": 0, "amount_tax": 0},
             ui_mode=_text(p, "ui_mode") or "hosted",
             url=f"{self.url}/pay/{session_id}",
@@ -1210,7 +2002,10 @@ class FakeStripe:
         self.sessions[session_id] = session
         self.line_items[session_id] = items
         self._pi_metadata[session_id] = pi_metadata
-        self.created_count += 1
+        self._options[session_id] = {
+            "customer_update": dict(customer_update),
+            "tax_id_collection": tax_id_collection,
+        }
         return copy.deepcopy(session)
 
     def _line_items(
@@ -1337,7 +2132,11 @@ class FakeStripe:
         if charge is None:
             raise _StripeError.no_such("charge", str(ch_id), param="charge", status=400)
         remaining = charge["amount"] - charge["amount_refunded"]
-        if charge["disputed"]:
+        # A chargeback takes the funds already; an inquiry still lets you refund.
+        if any(
+            d["charge"] == charge["id"] and not d["is_charge_refundable"]
+            for d in self.disputes.values()
+        ):
             raise _StripeError.invalid(
                 f"Charge {ch_id} has been charged back; cannot issue a refund.",
                 code="charge_disputed",
@@ -1360,13 +2159,7 @@ class FakeStripe:
                 param="amount",
                 code="amount_too_large",
             )
-        reason = _text(p, "reason")
-        if reason not in (None, "duplicate", "fraudulent", "requested_by_customer"):
-            raise _StripeError.invalid(
-                f"Invalid reason: must be one of duplicate, fraudulent, or "
-                f"requested_by_customer ({reason!r} given).",
-                param="reason",
-            )
+        reason = _text(p, "reason")  # its enum is checked against the library's type
         refund = copy.deepcopy(_REFUND)
         refund.update(
             id=f"re_{_rand()}",
@@ -1375,6 +2168,7 @@ class FakeStripe:
             charge=charge["id"],
             created=int(time.time()),
             currency=charge["currency"],
+            customer=charge["customer"],
             metadata=_metadata(p, "metadata"),
             payment_intent=charge["payment_intent"],
             payment_method=charge["payment_method"],
@@ -1593,3 +2387,56 @@ def _html(status: int, title: str, body: str) -> _Answer:
         f"<body><h1>{title}</h1>{body}</body></html>"
     )
     return _Answer(status, page.encode(), content_type="text/html; charset=utf-8")
+
+
+def _email(p: dict[str, Any], key: str) -> str | None:
+    value = _text(p, key)
+    if value is not None and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", value):
+        raise _StripeError.invalid(
+            f"Invalid email address: {value}", param=key, code="email_invalid"
+        )
+    return value
+
+
+def _valid_tax_id(kind: str, value: str) -> bool:
+    """The format checks Stripe makes on a tax ID's value ("Invalid value for eu_vat."); only
+    the types Rapport sends are checked, the others pass."""
+    if kind == "eu_vat":
+        return (
+            value[:2] in _EU_VAT_PREFIXES
+            and re.fullmatch(r"[A-Z0-9+*]{2,13}", value[2:]) is not None
+        )
+    if kind == "gb_vat":
+        return re.fullmatch(r"(GB|XI)?\d{9}(\d{3})?", value) is not None
+    if kind == "ch_vat":
+        return re.fullmatch(r"CHE-?\d{3}\.?\d{3}\.?\d{3} ?(MWST|TVA|IVA)", value) is not None
+    if kind == "au_abn":
+        return re.fullmatch(r"\d{11}", value) is not None
+    return True
+
+
+def _spread(items: list[dict[str, Any]], key: str, total: int) -> None:
+    """Share ``total`` out over the line items in proportion to their subtotals (the last item
+    takes the rounding), as Stripe does with a session-wide discount or tax."""
+    base = sum(item["amount_subtotal"] for item in items)
+    left = total
+    for i, item in enumerate(items):
+        share = (
+            left
+            if i == len(items) - 1
+            else (total * item["amount_subtotal"] // base if base else 0)
+        )
+        item[key] = share
+        left -= share
+
+
+def _set_livemode(value: Any, livemode: bool) -> None:
+    """``livemode`` on every Stripe object (a dict with ``object`` and ``livemode``) inside."""
+    if isinstance(value, dict):
+        if "object" in value and "livemode" in value:
+            value["livemode"] = livemode
+        for item in value.values():
+            _set_livemode(item, livemode)
+    elif isinstance(value, list):
+        for item in value:
+            _set_livemode(item, livemode)
