@@ -12,7 +12,7 @@ VENDOR := app/static/vendor
 
 export RAPPORT_ENV ?= dev
 
-.PHONY: run test check bench bench-data load install vendor chromium clean lock
+.PHONY: run test check bench bench-data load install vendor chromium clean lock mutate
 
 $(VENV)/.installed: requirements-dev.lock pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -76,6 +76,13 @@ load: install vendor
 # `make bench` measures dashboard_p50 only once they exist (BENCH_PG_URL, see bench/README.md).
 bench-data: install
 	$(PY) bench/data.py
+
+# Mutation testing (mutmut) of checkout and of the engagement score and its threshold crossing,
+# against tests/checkout and tests/engagement on SQLite, in a temporary copy of the tree; up
+# to 30 minutes, not part of `make test`. Prints each surviving mutant and then
+# `mutate killed=K survived=S timeout=T`. MUTATE_ARGS="--only engagement" runs one group.
+mutate: install
+	$(PY) tests/mutation/run.py $(MUTATE_ARGS)
 
 lock: install
 	$(UV) pip compile --quiet --python-version 3.11 pyproject.toml --extra dev -o requirements-dev.lock

@@ -15,6 +15,7 @@ from sqlmodel import Session, select
 from app.catalog.models import Asset, Lesson, Product
 from app.catalog.service import publish_folder
 from app.checkout.models import Entitlement
+from app.config import Settings
 from tests.conftest import COURSES, make_user
 
 
@@ -68,3 +69,13 @@ def event(kind: str, lesson: Lesson, **fields: Any) -> dict[str, Any]:
         "at": datetime.now(UTC).isoformat(),
         **fields,
     }
+
+
+def score_settings(**changes: object) -> Settings:
+    """Settings for the score alone (no database): the defaults but for `changes`."""
+    return Settings(
+        env="test",
+        secret_key="test-secret-key-with-enough-length-0123456789",
+        _env_file=None,
+        **changes,  # type: ignore[arg-type]
+    )
