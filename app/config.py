@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     session_max_age: int = Field(default=14 * 24 * 3600, ge=300)
     magic_link_ttl: int = Field(default=15 * 60, ge=60, le=24 * 3600)
     # Rate limits, in the `limits` notation: "N per M minutes" or "N/minute".
+    # Setting or changing a password needs a sign-in this recent (seconds): a proof of the
+    # address, not just a browser that once had the session.
+    reauth_seconds: int = Field(default=10 * 60, ge=0, le=24 * 3600)
     login_rate_per_ip: str = "20/10 minutes"
     login_rate_per_email: str = "5/10 minutes"
 

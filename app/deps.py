@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -85,9 +86,21 @@ AdminUser = Annotated[User, Depends(get_admin)]
 
 
 def sign_in(request: Request, user: User) -> None:
-    """Bind the browser session to the user and their current session version."""
+    """Bind the browser session to the user and their current session version; `at` is when
+    the address (or password) was last proven, for the changes that need a recent proof."""
     request.session.clear()
-    request.session[SESSION_KEY] = {"uid": user.id, "ver": user.session_version}
+    request.session[SESSION_KEY] = {
+        "uid": user.id,
+        "ver": user.session_version,
+        "at": int(time.time()),
+    }
+
+
+def recently_proven(request: Request, seconds: int) -> bool:
+    """Whether this session's sign-in is at most `seconds` old."""
+    data = request.session.get(SESSION_KEY) if "session" in request.scope else None
+    at = data.get("at") if isinstance(data, dict) else None
+    return isinstance(at, int) and time.time() - at < seconds
 
 
 def sign_out(request: Request) -> None:

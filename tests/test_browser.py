@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -192,8 +192,7 @@ def test_test_mode_purchase_from_catalog_to_library(
     page.screenshot(path=str(ARTIFACTS / "test-payment.png"), full_page=True)
     page.locator("button[value=pay]").click()
     page.wait_for_url("**/checkout/success**")
-    page.locator("a[href='/library']").first.click()
-    page.wait_for_url("**/library")
+    follow_mailed_link(page, lambda: list(inbox.messages), "neu@example.com")
     assert page.locator(".card").count() == 1
     assert "Playbook" in page.locator(".card").inner_text()
     page.screenshot(path=str(ARTIFACTS / "library.png"), full_page=True)
@@ -211,7 +210,9 @@ def wait_js(page: object, expression: str, timeout: float = 10.0) -> None:
         time.sleep(0.1)
 
 
-def test_lesson_plays_and_resumes_and_reader_turns_pages(live_server: str, browser: object) -> None:
+def test_lesson_plays_and_resumes_and_reader_turns_pages(
+    live_server: str, browser: object, inbox: SmtpInbox
+) -> None:
     errors: list[str] = []
     context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-US")  # type: ignore[attr-defined]
     page = context.new_page()
@@ -248,7 +249,7 @@ def test_lesson_plays_and_resumes_and_reader_turns_pages(live_server: str, brows
     page.wait_for_url("**/checkout/test/**")
     page.locator("button[value=pay]").click()
     page.wait_for_url("**/checkout/success**")
-    page.goto(live_server + "/library")
+    follow_mailed_link(page, lambda: list(inbox.messages), "reader@example.com")
     page.locator(".card-link").first.click()
     page.wait_for_url("**/learn/linkedin-playbook/**")
     pdf_lesson = page.locator(".outline-side a", has_text="Playbook").first
@@ -261,6 +262,29 @@ def test_lesson_plays_and_resumes_and_reader_turns_pages(live_server: str, brows
     page.screenshot(path=str(ARTIFACTS / "reader.png"), full_page=True)
     assert errors == [], errors
     context.close()
+
+
+def follow_mailed_link(page: object, messages: Callable[[], list[bytes]], email: str) -> None:
+    """Open the newest sign-in link mailed to email (the purchase email carries one) and press
+    its button: the checkout alone signs no one in."""
+    import re
+    from email import message_from_bytes, policy
+
+    deadline = time.monotonic() + 20
+    link = None
+    while link is None:
+        for raw in reversed(messages()):
+            message = message_from_bytes(raw, policy=policy.default)
+            if message["To"] == email:
+                text = message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+                link = re.search(r"(http://127\.0\.0\.1:\d+/auth/magic\?\S+)", text)
+                break
+        if link is None:
+            assert time.monotonic() < deadline, f"no sign-in link mailed to {email}"
+            time.sleep(0.2)
+    page.goto(link.group(1))  # type: ignore[attr-defined]
+    page.locator("form[action='/auth/magic'] button[type=submit]").click()  # type: ignore[attr-defined]
+    page.wait_for_url("**/library")  # type: ignore[attr-defined]
 
 
 def sign_in_by_mail(page: object, live_server: str, inbox: SmtpInbox, email: str) -> None:
@@ -595,6 +619,10 @@ def test_author_uploads_a_video_resumes_after_a_drop_and_a_buyer_plays_it(
     page.wait_for_url("**/checkout/test/**")
     page.locator("button[value=pay]").click()
     page.wait_for_url("**/checkout/success**")
+    outbox = Path(env["RAPPORT_DATA_DIR"]) / "outbox"
+    follow_mailed_link(
+        page, lambda: [p.read_bytes() for p in sorted(outbox.glob("*.eml"))], "viewer@example.com"
+    )
     page.goto(url + "/learn/trust-at-a-distance/first-call-limits")
     wait_js(page, "document.getElementById('player').readyState >= 1", 20.0)
     page.evaluate(

@@ -69,6 +69,9 @@ class LoginToken(SQLModel, table=True):
     expires_at: datetime = Field(sa_type=DateTime(timezone=True))
     used_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     created_at: datetime = created_at_field()
+    # Where the link leads after signing in: kept here, so the emailed link carries nothing
+    # but the token (no visitor-chosen text reaches the mail, no parameter can be smuggled).
+    next_path: str | None = Field(default=None, max_length=300)
 
 
 class ApiToken(SQLModel, table=True):

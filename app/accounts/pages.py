@@ -7,13 +7,20 @@ from typing import Annotated, Any
 
 import structlog
 from fastapi import APIRouter, Form, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse, Response
 
 from app.accounts import service
 from app.accounts.models import Role
-from app.deps import CurrentUser, OptionalUser, SessionDep, SettingsDep, sign_in, sign_out
-from app.mail import render_mail
+from app.deps import (
+    CurrentUser,
+    OptionalUser,
+    SessionDep,
+    SettingsDep,
+    recently_proven,
+    sign_in,
+    sign_out,
+)
+from app.jobs.base import JobsUnavailable
 from app.privacy import export_user_data
 from app.web import LOCALES, client_ip, flash, gettext_for, page, request_locale, safe_next
 
@@ -65,26 +72,15 @@ async def request_magic_link(
     except service.AccountError:
         return _login_again(request, next, email, error=_("Please enter a valid email address."))
     _limit(request, address)
-    user = service.get_user_by_email(session=session, email=address)
-    if user is not None:
-        token = service.create_login_link(
-            session=session, email=address, ttl_seconds=settings.magic_link_ttl
+    # Known or not, the request does the same: queue a job (which writes the link only for
+    # an account). So the answer, and its time, tell nothing, and a mail server outage is
+    # ridden out by the job's retries instead of failing the form.
+    try:
+        request.app.state.jobs.enqueue(
+            "magic_link_email", email=address, next_path=service.link_next(next)
         )
-        session.commit()  # the link must exist before the email that carries it leaves
-        base = settings.base_url.rstrip("/")
-        link = f"{base}/auth/magic?token={token}&next={safe_next(next, '/account')}"
-        mail = render_mail(
-            "magic_link",
-            to=user.email,
-            locale=user.locale,
-            link=link,
-            minutes=settings.magic_link_ttl // 60,
-        )
-        # Sent now, not through the send_mail job: the visitor is waiting for this link, and
-        # when it cannot leave they must hear so (503) rather than wait for a retry that may
-        # arrive after the link has expired.
-        await run_in_threadpool(request.app.state.mailer.send, mail)
-        log.info("auth.magic_link_sent", user_id=user.id)
+    except JobsUnavailable as exc:
+        log.error("auth.magic_link_not_queued", error=str(exc))
     # The same answer whether or not the address has an account.
     return RedirectResponse("/auth/check-email", status_code=303)
 
@@ -121,7 +117,7 @@ def magic_confirm(
         request,
         "accounts/magic_confirm.html",
         token=token,
-        next=safe_next(next, "/account"),
+        next=service.login_link_next(session=session, token=token[:100]),
         email=target.email,
     )
 
@@ -146,12 +142,13 @@ def magic_sign_in(
                     "You are signed in as another user. Sign out first, then open the link again."
                 ),
             )
+        target_path = service.login_link_next(session=session, token=token)
         signed_in = service.consume_login_link(session=session, token=token)
     except service.InvalidLink:
         return page(request, "accounts/link_invalid.html", status_code=400)
     sign_in(request, signed_in)
     log.info("auth.signed_in", user_id=signed_in.id, method="magic_link")
-    return RedirectResponse(safe_next(next, "/account"), status_code=303)
+    return RedirectResponse(target_path, status_code=303)
 
 
 @router.post("/auth/login")
@@ -248,6 +245,10 @@ def save_password(
     remove: Annotated[bool, Form()] = False,
 ) -> Response:
     _ = gettext_for(request)
+    if not recently_proven(request, request.app.state.settings.reauth_seconds):
+        sign_out(request)
+        flash(request, _("Please sign in again to change your password."), "error")
+        return RedirectResponse("/auth/login?next=/account", status_code=303)
     if remove:
         service.remove_password(session=session, user=user)
         flash(request, _("Password removed: you sign in with an email link."))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -10,7 +11,13 @@ from sqlalchemy import delete, update
 from sqlmodel import Session, col, func, select
 
 from app.accounts.models import ApiToken, Company, LoginToken, Role, User
-from app.accounts.security import hash_password, new_token, token_hash, verify_password
+from app.accounts.security import (
+    hash_password,
+    needs_rehash,
+    new_token,
+    token_hash,
+    verify_password,
+)
 from app.models_base import as_utc, utcnow
 
 API_TOKEN_PREFIX = "rap_"  # noqa: S105 - a visible prefix, not a secret
@@ -58,7 +65,20 @@ def create_user(
 # Sign-in links ------------------------------------------------------------------------------
 
 
-def create_login_link(*, session: Session, email: str, ttl_seconds: int) -> str:
+_NEXT_PATH = re.compile(r"/[A-Za-z0-9/_.-]{0,299}")
+
+
+def link_next(target: str | None, default: str = "/account") -> str:
+    """Where a sign-in link may lead: a plain same-site path (letters, digits, `/_.-`; no
+    query, no fragment, no scheme), else the default."""
+    if not target or not _NEXT_PATH.fullmatch(target) or target.startswith("//"):
+        return default
+    return target
+
+
+def create_login_link(
+    *, session: Session, email: str, ttl_seconds: int, next_path: str | None = None
+) -> str:
     """A single-use sign-in token for this email; only its hash is stored."""
     token = new_token()
     session.add(
@@ -66,21 +86,35 @@ def create_login_link(*, session: Session, email: str, ttl_seconds: int) -> str:
             token_hash=token_hash(token),
             email=email.lower(),
             expires_at=utcnow() + timedelta(seconds=ttl_seconds),
+            next_path=link_next(next_path) if next_path else None,
         )
     )
     session.flush()
     return token
 
 
-def peek_login_link(*, session: Session, token: str) -> User:
-    """The user a still-valid link would sign in, without using the link."""
+def _live_link(session: Session, token: str) -> LoginToken:
     row = session.exec(select(LoginToken).where(LoginToken.token_hash == token_hash(token))).first()
     if row is None or row.used_at is not None or as_utc(row.expires_at) <= utcnow():
         raise InvalidLink("this sign-in link is invalid, used or expired")
+    return row
+
+
+def peek_login_link(*, session: Session, token: str) -> User:
+    """The user a still-valid link would sign in, without using the link."""
+    row = _live_link(session, token)
     user = get_user_by_email(session=session, email=row.email)
     if user is None:
         raise InvalidLink("this sign-in link is invalid, used or expired")
     return user
+
+
+def login_link_next(*, session: Session, token: str) -> str:
+    """Where a still-valid link leads after signing in (the account page by default)."""
+    try:
+        return link_next(_live_link(session, token).next_path)
+    except InvalidLink:
+        return "/account"
 
 
 def consume_login_link(*, session: Session, token: str) -> User:
@@ -117,6 +151,10 @@ def authenticate_password(*, session: Session, email: str, password: str) -> Use
     user = get_user_by_email(session=session, email=email)
     if not verify_password(user.password_hash if user else None, password) or user is None:
         return None
+    if user.password_hash and needs_rehash(user.password_hash):
+        # The argon2 parameters changed since this hash was made: store it anew, now that
+        # the password is known.
+        user.password_hash = hash_password(password)
     user.last_login_at = utcnow()
     session.add(user)
     return user

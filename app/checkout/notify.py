@@ -40,14 +40,16 @@ def purchase_mail(*, engine: Engine, settings: Settings, order_id: int) -> Mail 
         if user is None or product is None:
             return None
         # A day to click, since this email also greets people who never had an account.
-        token = accounts.create_login_link(session=session, email=user.email, ttl_seconds=24 * 3600)
+        token = accounts.create_login_link(
+            session=session, email=user.email, ttl_seconds=24 * 3600, next_path="/library"
+        )
         session.commit()
         base = settings.base_url.rstrip("/")
         context: dict[str, Any] = {
             "buyer_name": user.name,
             "product_title": pick(product.title, user.locale),
             "order_number": order.number,
-            "link": f"{base}/auth/magic?token={token}&next=/library",
+            "link": f"{base}/auth/magic?token={token}",
             "new_account": order.account_created,
         }
         return render_mail("purchase", to=user.email, locale=user.locale, **context)

@@ -25,7 +25,7 @@ from app.checkout.providers import (
     PaymentUnavailable,
     TestModeProvider,
 )
-from app.deps import AdminUser, CurrentUser, OptionalUser, SessionDep, SettingsDep, sign_in
+from app.deps import AdminUser, CurrentUser, OptionalUser, SessionDep, SettingsDep
 from app.engagement import service as engagement
 from app.errors import NotFound
 from app.inquiries import service as inquiries
@@ -95,20 +95,6 @@ def _after_paid(request: Request, order: Order, outcome: service.Outcome) -> Non
         queue_purchase_email(request.app.state.jobs, order.id)
 
 
-def _maybe_sign_in(request: Request, session: Session, order: Order, user: Any) -> None:
-    """Sign in the buyer whose account this very checkout created (never an existing one)."""
-    if user is not None or order.user_id is None or not order.account_created:
-        return
-    if order.checkout_key not in request.session.get(RECENT_CHECKOUTS, []):
-        return
-    from app.accounts.models import User
-
-    buyer = session.get(User, order.user_id)
-    if buyer is not None:
-        sign_in(request, buyer)
-        request.state.user = buyer
-
-
 @router.get("/checkout/success")
 async def success(
     request: Request, session: SessionDep, user: OptionalUser, session_id: str = "", order: str = ""
@@ -144,14 +130,20 @@ async def success(
     )
     if not mine:
         raise NotFound()
-    _maybe_sign_in(request, session, found, user)
     product = session.get(Product, found.product_id)
     return page(request, "checkout/success.html", order=found, product=product)
 
 
 @router.get("/checkout/cancel")
-def cancel(request: Request, session: SessionDep, order: str = "") -> Response:
+def cancel(request: Request, session: SessionDep, user: OptionalUser, order: str = "") -> Response:
     found = session.exec(select(Order).where(Order.number == order[:24])).first()
+    # Order numbers are sequential: only the browser that started the order (or its buyer)
+    # learns which product it was for.
+    if found is not None and not (
+        found.checkout_key in request.session.get(RECENT_CHECKOUTS, [])
+        or (user is not None and user.id == found.user_id)
+    ):
+        found = None
     product = session.get(Product, found.product_id) if found else None
     return page(request, "checkout/cancel.html", product=product)
 

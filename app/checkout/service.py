@@ -280,8 +280,10 @@ def _buyer(
         session.flush()
         outcome.new_user_id = user.id
         order.account_created = True
+    # An account that existed before this checkout is never changed by it (anyone can type
+    # an address into the form): name, company and language go on the order only.
     company_name = details.business_name or order.company_name
-    if company_name and user.company_id is None:
+    if company_name and order.account_created and user.company_id is None:
         company = Company(
             name=company_name[:200], vat_id=(details.tax_id or order.vat_id or "")[:32]
         )

@@ -12,6 +12,7 @@ from dataclasses import asdict
 
 import structlog
 
+from app.accounts.notify import magic_link_mail
 from app.authoring import processing  # noqa: F401 - registers process_upload (authoring)
 from app.authoring.notify import release_recipients, send_release_email
 from app.checkout.notify import purchase_mail
@@ -31,6 +32,17 @@ def send_mail(ctx: JobContext, *, to: str, subject: str, text: str, html: str) -
 def queue_mail(ctx: JobContext, mail: Mail) -> None:
     """Send mail through the send_mail job, so that a mail server outage is ridden out."""
     ctx.jobs.enqueue("send_mail", **asdict(mail))
+
+
+@job("magic_link_email")
+def magic_link_email(ctx: JobContext, *, email: str, next_path: str) -> None:
+    """Make a sign-in link for a known address and queue its email; nothing for others."""
+    mail = magic_link_mail(
+        engine=ctx.engine, settings=ctx.settings, email=email, next_path=next_path
+    )
+    if mail is not None:
+        queue_mail(ctx, mail)
+        log.info("auth.magic_link_queued")
 
 
 @job("purchase_email")

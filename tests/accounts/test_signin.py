@@ -9,11 +9,15 @@ from email.message import EmailMessage
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
+import pytest
+from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, update
 from sqlmodel import Session, select
 
 from app.accounts.models import LoginToken, User
+from app.config import Settings
+from app.main import create_app
 from app.models_base import utcnow
 from tests.conftest import csrf_token, make_user, sign_in
 
@@ -31,17 +35,19 @@ def link_in(message: EmailMessage) -> str:
     text = next(
         part.get_content() for part in message.walk() if part.get_content_type() == "text/plain"
     )
-    match = re.search(r"http://testserver(/auth/magic\?token=[\w-]+&next=\S*)", text)
+    match = re.search(r"http://testserver(/auth/magic\?token=[\w-]+)\s", text)
     assert match, text
     return match.group(1)
 
 
 def request_link(client: TestClient, email: str, next_path: str = "/account") -> object:
-    return client.post(
+    answer = client.post(
         "/auth/magic-link",
         data={"email": email, "next": next_path, "csrftoken": csrf_token(client)},
         follow_redirects=False,
     )
+    client.app.state.jobs.drain()  # type: ignore[attr-defined]  # the job writes the mail
+    return answer
 
 
 def test_magic_link_signs_in_once(client: TestClient, engine: Engine, outbox: Path) -> None:
@@ -135,11 +141,51 @@ def test_next_only_goes_to_local_paths(client: TestClient, engine: Engine, outbo
         assert 'name="next" value="/account"' in page.text, evil
         request_link(client, "ada@example.com", evil)
     for message in outbox_messages(outbox):
-        assert link_in(message).endswith("next=/account")
+        assert "next" not in link_in(message) and "evil" not in message.as_string()
     sign_in(client, engine, "ada@example.com")
     for evil in ("//evil.example", "https://evil.example", "/\\evil.example"):
         r = client.get("/auth/login", params={"next": evil}, follow_redirects=False)
         assert r.headers["location"] == "/", evil
+
+
+def test_the_emailed_link_carries_only_our_words(
+    client: TestClient, engine: Engine, outbox: Path
+) -> None:
+    """`next` used to be pasted into the mailed link: `&token=` in it signed the victim into
+    the attacker's account, and free text in it was mailed under our name."""
+    make_user(engine, "victim@example.com")
+    make_user(engine, "mallory@example.com")
+    with Session(engine) as s:
+        from app.accounts import service
+
+        attacker_token = service.create_login_link(
+            session=s, email="mallory@example.com", ttl_seconds=600
+        )
+        s.commit()
+    smuggled = f"/library&token={attacker_token}"
+    request_link(client, "victim@example.com", smuggled)
+    request_link(client, "victim@example.com", "/library Your account is locked. Call +49 30 1234")
+    first, second = outbox_messages(outbox)
+    for message in (first, second):
+        text = message.as_string()
+        assert attacker_token not in text and "locked" not in text and "Call" not in text
+    # The victim's link signs in the victim, and leads to a page of ours.
+    link = link_in(first)
+    token = parse_qs(urlparse(link).query)["token"]
+    assert token != [attacker_token] and len(token) == 1
+    signed = client.post(
+        "/auth/magic", data={"token": token[0], "csrftoken": csrf_token(client)},
+        follow_redirects=False,
+    )  # fmt: skip
+    assert signed.status_code == 303 and signed.headers["location"] == "/account"
+    assert "victim@example.com" in client.get("/account").text
+    # A plain same-site path is kept, with the token, not in the link.
+    request_link(client, "victim@example.com", "/learn/linkedin-playbook")
+    assert "learn" not in link_in(outbox_messages(outbox)[-1])
+    with Session(engine) as s:
+        kept = s.exec(select(LoginToken).where(LoginToken.next_path.is_not(None))).all()  # type: ignore[union-attr]
+    # Anything but a plain path became the account page.
+    assert [t.next_path for t in kept] == ["/account", "/account", "/learn/linkedin-playbook"]
 
 
 def test_password_sign_in(client: TestClient, engine: Engine) -> None:
@@ -212,3 +258,45 @@ def test_secure_cookie_on_https(settings: object, engine: Engine) -> None:
             if k == "set-cookie" and v.startswith("rapport_session=")
         )
         assert "secure" in cookie.lower()
+
+
+def test_setting_a_password_needs_a_recent_proof_of_the_address(
+    settings: Settings, engine: Engine
+) -> None:
+    make_user(engine, "ada@example.com")
+    stale = create_app(settings.model_copy(update={"reauth_seconds": 0}))
+    with TestClient(stale) as client:
+        sign_in(client, engine, "ada@example.com")
+        r = client.post(
+            "/account/password",
+            data={"password": "correct horse battery", "csrftoken": csrf_token(client)},
+            follow_redirects=False,
+        )
+        assert r.status_code == 303 and r.headers["location"] == "/auth/login?next=/account"
+        assert client.get("/account", follow_redirects=False).status_code == 303  # signed out
+    with Session(engine) as s:
+        assert s.exec(select(User)).one().password_hash is None
+
+
+def test_a_hash_made_with_old_argon2_parameters_is_renewed_at_sign_in(
+    client: TestClient, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.accounts import security
+
+    old = PasswordHasher(time_cost=1, memory_cost=8 * 1024, parallelism=1)
+    make_user(engine, "ada@example.com", password_hash=old.hash("correct horse battery"))
+    assert security.needs_rehash(old.hash("x"))  # today's parameters differ
+    r = client.post(
+        "/auth/login",
+        data={
+            "email": "ada@example.com",
+            "password": "correct horse battery",
+            "csrftoken": csrf_token(client),
+        },
+        follow_redirects=False,
+    )
+    assert r.status_code == 303
+    with Session(engine) as s:
+        renewed = s.exec(select(User)).one().password_hash
+    assert renewed and not security.needs_rehash(renewed)
+    assert security.verify_password(renewed, "correct horse battery")

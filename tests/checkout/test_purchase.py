@@ -62,10 +62,8 @@ def test_a_visitor_buys_and_lands_in_the_library(
     assert paid.status_code == 303  # type: ignore[attr-defined]
     success = client.get(paid.headers["location"])  # type: ignore[attr-defined]
     assert success.status_code == 200 and "Thank you for your purchase" in success.text
-    library = client.get("/library")
-    assert (
-        library.status_code == 200 and "LinkedIn Playbook" in library.text
-    )  # signed in as the new buyer
+    # The browser that paid is not signed in: the address is not proven yet.
+    assert client.get("/library", follow_redirects=False).status_code == 303
     with Session(engine) as s:
         order = s.exec(select(Order)).one()
         user = s.exec(select(User)).one()
@@ -82,8 +80,79 @@ def test_a_visitor_buys_and_lands_in_the_library(
     app.state.jobs.drain()  # the purchase email is written by a job
     mails = list(outbox.glob("*.eml"))
     assert len(mails) == 1 and "Thank you" in mails[0].read_text()
+    # The link in the purchase email proves the address and leads to the library.
+    follow_mail_link(client, mails[0])
+    library = client.get("/library")
+    assert library.status_code == 200 and "LinkedIn Playbook" in library.text
     orders = client.get("/orders")
     assert order.number in orders.text
+
+
+def follow_mail_link(client: TestClient, mail: Path) -> None:
+    """Open a mailed sign-in link and press its button, as the buyer does."""
+    import quopri
+    import re
+
+    text = quopri.decodestring(mail.read_bytes()).decode("utf-8", "replace")
+    token = re.search(r"/auth/magic\?token=([\w-]+)", text)
+    assert token, text
+    assert client.get(f"/auth/magic?token={token.group(1)}").status_code == 200
+    signed = client.post(
+        "/auth/magic",
+        data={"token": token.group(1), "csrftoken": csrf_token(client)},
+        follow_redirects=False,
+    )
+    assert signed.status_code == 303 and signed.headers["location"] == "/library"
+
+
+def test_checkout_is_no_way_into_someone_elses_account(
+    client: TestClient, app: FastAPI, engine: Engine, outbox: Path
+) -> None:
+    """An attacker who checks out with a prospect's address used to be signed in to the new
+    account, set a password, and later read the real owner's library."""
+    publish(app, engine, "linkedin-playbook")
+    started = buy(client, email="prospect@company.example", consent="true")
+    paid = pay(client, started.headers["location"])  # type: ignore[attr-defined]
+    assert "Thank you" in client.get(paid.headers["location"]).text  # type: ignore[attr-defined]
+    # Not signed in: no password, no profile, no orders for the attacker's browser.
+    for method, path, data in (
+        ("POST", "/account/password", {"password": "attacker chosen 123"}),
+        ("POST", "/account/profile", {"name": "Mallory"}),
+        ("GET", "/orders", {}),
+        ("GET", "/account", {}),
+    ):
+        if method == "POST":
+            r = client.post(
+                path, data={**data, "csrftoken": csrf_token(client)}, follow_redirects=False
+            )
+        else:
+            r = client.get(path, follow_redirects=False)
+        assert r.status_code in (303, 401), (path, r.status_code)
+        assert "/auth/login" in r.headers.get("location", "/auth/login"), path
+    with Session(engine) as s:
+        prospect = s.exec(select(User)).one()
+        assert prospect.password_hash is None and prospect.name != "Mallory"
+
+
+def test_a_checkout_naming_an_existing_account_changes_nothing_of_it(
+    client: TestClient, app: FastAPI, engine: Engine
+) -> None:
+    publish(app, engine, "linkedin-playbook")
+    make_user(engine, "owner@company.example", name="Owner", locale="de")
+    started = buy(
+        client,
+        email="owner@company.example",
+        business="true",
+        company_name="Evil Corp",
+        vat_id="DE999999999",
+    )
+    pay(client, started.headers["location"])  # type: ignore[attr-defined]
+    with Session(engine) as s:
+        owner = s.exec(select(User)).one()
+        order = s.exec(select(Order)).one()
+    assert (owner.name, owner.locale, owner.company_id) == ("Owner", "de", None)
+    assert order.company_name == "Evil Corp" and order.vat_id == "DE999999999"
+    assert not order.account_created
 
 
 def test_business_buyer_skips_consent_and_gets_a_company(
@@ -228,3 +297,18 @@ def test_export_has_orders_and_deletion_keeps_them_anonymous(
     with Session(engine) as s:
         order = s.exec(select(Order)).one()  # kept for the books
         assert order.user_id is None and order.amount > 0 and order.status == OrderStatus.paid
+
+
+def test_the_cancel_page_reveals_nothing_about_other_peoples_orders(
+    client: TestClient, app: FastAPI, engine: Engine
+) -> None:
+    publish(app, engine, "linkedin-playbook")
+    started = buy(client, email="lena@example.com", consent="true")
+    with Session(engine) as s:
+        number = s.exec(select(Order)).one().number
+    mine = client.get(f"/checkout/cancel?order={number}")
+    assert mine.status_code == 200 and "/products/linkedin-playbook" in mine.text
+    with TestClient(app) as stranger:  # order numbers are sequential and easy to walk
+        theirs = stranger.get(f"/checkout/cancel?order={number}")
+    assert theirs.status_code == 200 and "linkedin-playbook" not in theirs.text
+    assert started.status_code == 303  # type: ignore[attr-defined]
