@@ -5,6 +5,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -226,19 +227,7 @@ def _end_grants(session: Session, order: Order, reason: GrantEnd) -> int:
     grants = list(
         session.exec(select(Grant).where(Grant.order_id == order.id, col(Grant.ended_at).is_(None)))
     )
-    now = utcnow()
-    for grant in grants:
-        grant.ended_at = now
-        grant.end_reason = reason
-        session.add(grant)
-    session.flush()
-    for user_id in {g.user_id for g in grants}:
-        sync_access(
-            session=session,
-            user_id=user_id,
-            product_ids=[g.product_id for g in grants if g.user_id == user_id],
-        )
-    return len(grants)
+    return _set_end(session, grants, utcnow(), reason)
 
 
 def _restore_grants(session: Session, order: Order, reason: GrantEnd) -> int:
@@ -246,9 +235,16 @@ def _restore_grants(session: Session, order: Order, reason: GrantEnd) -> int:
     grants = list(
         session.exec(select(Grant).where(Grant.order_id == order.id, Grant.end_reason == reason))
     )
+    return _set_end(session, grants, None, None)
+
+
+def _set_end(
+    session: Session, grants: list[Grant], ended_at: datetime | None, reason: GrantEnd | None
+) -> int:
+    """Give the grants their end (or none), then bring each user's access in line."""
     for grant in grants:
-        grant.ended_at = None
-        grant.end_reason = None
+        grant.ended_at = ended_at
+        grant.end_reason = reason
         session.add(grant)
     session.flush()
     for user_id in {g.user_id for g in grants}:
