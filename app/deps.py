@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import secrets
 import time
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import Depends, Request
-from sqlmodel import Session
+from sqlalchemy import delete
+from sqlmodel import Session, col
 
 from app.accounts import service as accounts
-from app.accounts.models import Role, User
+from app.accounts.models import EndedSession, Role, User
 from app.config import Settings
 from app.db import get_session
+from app.models_base import utcnow
 
 SESSION_KEY = "auth"
 
@@ -50,7 +54,12 @@ def get_optional_user(request: Request, session: SessionDep) -> User | None:
     if not isinstance(data, dict):
         return None
     user = session.get(User, data.get("uid"))
-    if user is None or user.session_version != data.get("ver"):
+    sid = data.get("sid")
+    if (
+        user is None
+        or user.session_version != data.get("ver")
+        or (isinstance(sid, str) and session.get(EndedSession, sid) is not None)
+    ):
         request.session.pop(SESSION_KEY, None)
         return None
     request.state.user = user
@@ -93,7 +102,15 @@ def sign_in(request: Request, user: User) -> None:
         "uid": user.id,
         "ver": user.session_version,
         "at": int(time.time()),
+        "sid": secrets.token_hex(16),  # named when the session is ended on sign-out
     }
+
+
+def session_id(request: Request) -> str | None:
+    """The random id of this browser session (None for sessions from before ids)."""
+    data = request.session.get(SESSION_KEY) if "session" in request.scope else None
+    sid = data.get("sid") if isinstance(data, dict) else None
+    return sid if isinstance(sid, str) else None
 
 
 def recently_proven(request: Request, seconds: int) -> bool:
@@ -103,5 +120,16 @@ def recently_proven(request: Request, seconds: int) -> bool:
     return isinstance(at, int) and time.time() - at < seconds
 
 
-def sign_out(request: Request) -> None:
+def sign_out(request: Request, db: Session | None = None) -> None:
+    """Forget the session in this browser and, given the database, end it on the server too:
+    a copy of the cookie then signs nobody in."""
+    data = request.session.get(SESSION_KEY) if "session" in request.scope else None
+    sid = session_id(request)
+    if db is not None and sid is not None and isinstance(data, dict):
+        uid = data.get("uid")
+        if isinstance(uid, int) and db.get(EndedSession, sid) is None:
+            db.add(EndedSession(sid=sid, user_id=uid))
+            max_age = request.app.state.settings.session_max_age
+            cutoff = utcnow() - timedelta(seconds=max_age)
+            db.execute(delete(EndedSession).where(col(EndedSession.ended_at) < cutoff))
     request.session.clear()

@@ -74,6 +74,24 @@ class LoginToken(SQLModel, table=True):
     next_path: str | None = Field(default=None, max_length=300)
 
 
+class EndedSession(SQLModel, table=True):
+    """A browser session that was signed out: its copied cookie no longer signs anyone in.
+
+    Sessions stay stateless cookies; only the ended ones are remembered, by their random id,
+    until the cookie would have expired anyway (each sign-out prunes older rows).
+    """
+
+    __tablename__ = "ended_session"
+
+    sid: str = Field(sa_column=Column(String(32), primary_key=True, nullable=False))
+    user_id: int = Field(
+        sa_column=Column(
+            Integer, ForeignKey("user.id", ondelete="CASCADE"), nullable=False, index=True
+        )
+    )
+    ended_at: datetime = created_at_field()
+
+
 class ApiToken(SQLModel, table=True):
     """A bearer token for the JSON API; shown once, stored hashed."""
 

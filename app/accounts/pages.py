@@ -173,8 +173,8 @@ def password_sign_in(
 
 
 @router.post("/auth/logout")
-def logout(request: Request) -> Response:
-    sign_out(request)
+def logout(request: Request, session: SessionDep) -> Response:
+    sign_out(request, session)
     _ = gettext_for(request)
     flash(request, _("You are signed out."))
     return RedirectResponse("/", status_code=303)

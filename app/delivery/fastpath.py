@@ -67,7 +67,9 @@ class Unavailable(Exception):
 class GrantReader(Protocol):
     """Runs the grant query on a connection of the fast path's own."""
 
-    async def row(self, lesson_id: int, user_id: int | None) -> GrantRow | None: ...
+    async def row(
+        self, lesson_id: int, user_id: int | None, sid: str | None = None
+    ) -> GrantRow | None: ...
 
     async def close(self) -> None: ...
 
@@ -86,11 +88,15 @@ class SqliteReader:
         self._conn = sqlite3.connect(database, timeout=0, isolation_level=None)
         self._conn.execute("PRAGMA query_only=ON")
 
-    async def row(self, lesson_id: int, user_id: int | None) -> GrantRow | None:
+    async def row(
+        self, lesson_id: int, user_id: int | None, sid: str | None = None
+    ) -> GrantRow | None:
         try:
             # fetchall, not fetchone: it runs the statement to its end, which ends the read
             # transaction; a half-read statement would keep an old snapshot open.
-            rows = self._conn.execute(GRANT_SQL_SQLITE, grant_params(lesson_id, user_id)).fetchall()
+            rows = self._conn.execute(
+                GRANT_SQL_SQLITE, grant_params(lesson_id, user_id, sid)
+            ).fetchall()
         except sqlite3.Error as exc:
             raise Unavailable(str(exc)) from exc
         return GrantRow(*rows[0]) if rows else None
@@ -128,7 +134,7 @@ class PostgresReader:
             open=False,
             name="stream-fast-path",
         )
-        self._waiting: list[tuple[int, int, asyncio.Future[GrantRow | None]]] = []
+        self._waiting: list[tuple[int, int, str, asyncio.Future[GrantRow | None]]] = []
         self._batches: set[asyncio.Task[None]] = set()  # kept referenced until done
         self._check: asyncio.Task[None] | None = None
         self._logged_at = -LOG_EVERY
@@ -137,13 +143,15 @@ class PostgresReader:
         # Without waiting: PostgreSQL may be away at start; the pool keeps trying.
         await self._pool.open(wait=False)
 
-    async def row(self, lesson_id: int, user_id: int | None) -> GrantRow | None:
+    async def row(
+        self, lesson_id: int, user_id: int | None, sid: str | None = None
+    ) -> GrantRow | None:
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[GrantRow | None] = loop.create_future()
         if not self._waiting:
             # Runs after every request already started in this turn has joined the batch.
             loop.call_soon(self._send)
-        self._waiting.append((lesson_id, user_id or NO_USER, answer))
+        self._waiting.append((lesson_id, user_id or NO_USER, sid or "", answer))
         return await answer
 
     def _send(self) -> None:
@@ -154,8 +162,14 @@ class PostgresReader:
             self._batches.add(task)
             task.add_done_callback(self._batches.discard)
 
-    async def _ask(self, batch: list[tuple[int, int, asyncio.Future[GrantRow | None]]]) -> None:
-        params = {"lids": [lid for lid, _, _ in batch], "uids": [uid for _, uid, _ in batch]}
+    async def _ask(
+        self, batch: list[tuple[int, int, str, asyncio.Future[GrantRow | None]]]
+    ) -> None:
+        params = {
+            "lids": [lid for lid, _, _, _ in batch],
+            "uids": [uid for _, uid, _, _ in batch],
+            "sids": [sid for _, _, sid, _ in batch],
+        }
         try:
             async with self._pool.connection(timeout=POOL_WAIT) as conn:
                 cur = await conn.execute(GRANT_BATCH_SQL_PSYCOPG, params, prepare=True)
@@ -163,7 +177,7 @@ class PostgresReader:
             found: dict[int, GrantRow] = {}
             for n, *columns in rows:
                 found.setdefault(n, GrantRow(*columns))
-            for n, (_, _, answer) in enumerate(batch, start=1):
+            for n, (_, _, _, answer) in enumerate(batch, start=1):
                 if not answer.done():  # done: the request was cancelled meanwhile
                     answer.set_result(found.get(n))
         except psycopg.Error as exc:
@@ -172,7 +186,7 @@ class PostgresReader:
             # A bug here must not leave requests hanging: they fall through, it is logged.
             log.exception("stream_fast_path.batch_failed")
         finally:
-            for _, _, answer in batch:
+            for _, _, _, answer in batch:
                 if not answer.done():
                     answer.set_exception(Unavailable("no answer from the database"))
 
@@ -262,9 +276,12 @@ class StreamFastPath:
         auth = self._session(scope["headers"]).get("auth")
         user_id = auth.get("uid") if isinstance(auth, dict) else None
         version = auth.get("ver") if isinstance(auth, dict) else None
+        sid = auth.get("sid") if isinstance(auth, dict) else None
         user_id = user_id if isinstance(user_id, int) else None
         try:
-            row = await reader.row(int(match.group(1)), user_id)
+            row = await reader.row(
+                int(match.group(1)), user_id, sid if isinstance(sid, str) else None
+            )
         except Unavailable:
             await self.app(scope, receive, send)  # the route asks again, and answers
             return

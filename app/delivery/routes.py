@@ -24,11 +24,12 @@ class StreamLink(BaseModel):
     content_type: str
 
 
-def _session_user(request: Request) -> tuple[int | None, int | None]:
+def _session_user(request: Request) -> tuple[int | None, int | None, str | None]:
     data = request.session.get(SESSION_KEY) if "session" in request.scope else None
     if isinstance(data, dict) and isinstance(data.get("uid"), int):
-        return data["uid"], data.get("ver")
-    return None, None
+        sid = data.get("sid")
+        return data["uid"], data.get("ver"), sid if isinstance(sid, str) else None
+    return None, None, None
 
 
 @api.get(
@@ -41,13 +42,14 @@ async def lesson_stream(
 ) -> Response:
     """A short-lived URL for the lesson's media, for buyers of its product (and anyone for a
     free preview)."""
-    user_id, version = _session_user(request)
+    user_id, version, sid = _session_user(request)
     grant = await run_in_threadpool(
         media_grant,
         request.app.state.engine,
         lesson_id=lesson_id,
         user_id=user_id,
         session_version=version,
+        sid=sid,
     )
     if grant.access is Access.sign_in:
         raise LoginRequired()

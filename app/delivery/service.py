@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from enum import Enum
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from sqlalchemy import Engine, text
 
@@ -38,27 +38,30 @@ _GRANT_QUERY = """
            CASE WHEN l.published AND m.status = 'published' THEN p.status ELSE 'draft' END
              AS status,
            a.storage_key, a.content_type, a.status AS asset_status,
-           e.id AS entitlement_id, e.revoked_at, u.session_version, u.role, l.product_id
+           e.id AS entitlement_id, e.revoked_at, u.session_version, u.role, l.product_id,
+           x.sid AS ended_sid
     FROM lesson l
     JOIN product p ON p.id = l.product_id
     JOIN module m ON m.id = l.module_id
     LEFT JOIN asset a ON a.id = l.asset_id
     LEFT JOIN "user" u ON u.id = {uid}
     LEFT JOIN entitlement e ON e.product_id = l.product_id AND e.user_id = {uid}
+    LEFT JOIN ended_session x ON x.sid = {sid}
     WHERE l.id = {lid}
     """
-_GRANT_SQL = text(_GRANT_QUERY.format(uid=":uid", lid=":lid"))
-GRANT_SQL_SQLITE = _GRANT_QUERY.format(uid=":uid", lid=":lid")  # sqlite3's own named style
+_GRANT_SQL = text(_GRANT_QUERY.format(uid=":uid", lid=":lid", sid=":sid"))
+GRANT_SQL_SQLITE = _GRANT_QUERY.format(uid=":uid", lid=":lid", sid=":sid")  # sqlite3's style
 # The same query for many (lesson, user) pairs in one round trip, for the fast path on
 # PostgreSQL: each pair's row behind its 1-based place in the arrays; no row for a pair
 # whose lesson does not exist.
 _GRANT_BATCH_QUERY = """
     SELECT q.n, g.*
-    FROM unnest(%(lids)s::bigint[], %(uids)s::bigint[]) WITH ORDINALITY AS q(lid, uid, n)
+    FROM unnest(%(lids)s::bigint[], %(uids)s::bigint[], %(sids)s::text[])
+         WITH ORDINALITY AS q(lid, uid, sid, n)
     CROSS JOIN LATERAL ({grant}) AS g
     """
 GRANT_BATCH_SQL_PSYCOPG = _GRANT_BATCH_QUERY.format(
-    grant=_GRANT_QUERY.format(uid="q.uid", lid="q.lid")
+    grant=_GRANT_QUERY.format(uid="q.uid", lid="q.lid", sid="q.sid")
 )
 
 
@@ -75,22 +78,28 @@ class GrantRow(NamedTuple):
     session_version: int | None
     role: str | None
     product_id: int
+    ended_sid: str | None  # the session was signed out: its cookie signs nobody in
 
 
 NO_USER = -1  # the user id asked about for an anonymous visitor: it matches no row
 
 
-def grant_params(lesson_id: int, user_id: int | None) -> dict[str, int]:
+def grant_params(lesson_id: int, user_id: int | None, sid: str | None = None) -> dict[str, Any]:
     """The grant query's parameters."""
-    return {"lid": lesson_id, "uid": user_id or NO_USER}
+    return {"lid": lesson_id, "uid": user_id or NO_USER, "sid": sid or ""}
 
 
 def media_grant(
-    engine: Engine, *, lesson_id: int, user_id: int | None, session_version: int | None
+    engine: Engine,
+    *,
+    lesson_id: int,
+    user_id: int | None,
+    session_version: int | None,
+    sid: str | None = None,
 ) -> MediaGrant:
     """Decide whether this visitor may have the lesson's media, in one indexed query."""
     with engine.connect() as conn:
-        found = conn.execute(_GRANT_SQL, grant_params(lesson_id, user_id)).first()
+        found = conn.execute(_GRANT_SQL, grant_params(lesson_id, user_id, sid)).first()
     row = None if found is None else GrantRow(*found)
     return decide_grant(row, user_id=user_id, session_version=session_version)
 
@@ -99,7 +108,12 @@ def decide_grant(
     row: GrantRow | None, *, user_id: int | None, session_version: int | None
 ) -> MediaGrant:
     """The access rules, applied to the grant query's row (None: no such lesson)."""
-    signed_in = user_id is not None and row is not None and row.session_version == session_version
+    signed_in = (
+        user_id is not None
+        and row is not None
+        and row.session_version == session_version
+        and row.ended_sid is None
+    )
     staff = signed_in and row is not None and row.role in ("author", "admin")
     if row is not None and staff:
         pass  # the author and the admin see every lesson, drafts included

@@ -85,10 +85,11 @@ class _Statement(NamedTuple):
 
 _USER = _Statement(
     "rapport_events_user",
-    (("uid", "int"),),
+    (("uid", "int"), ("sid", "text")),
     """SELECT u.session_version,
               ARRAY(SELECT e.product_id FROM entitlement e
-                    WHERE e.user_id = u.id AND e.revoked_at IS NULL)
+                    WHERE e.user_id = u.id AND e.revoked_at IS NULL),
+              EXISTS(SELECT 1 FROM ended_session x WHERE x.sid = $2)
        FROM "user" u WHERE u.id = $1""",
 )
 _LESSONS = _Statement(
@@ -276,6 +277,11 @@ async def _results(
             return results
 
 
+def _live(user_row: tuple[Any, ...], session_version: object) -> bool:
+    """The user row of `_USER` says the session still signs in: same version, not ended."""
+    return bool(user_row[0] == session_version and not user_row[2])
+
+
 class Unavailable(Exception):
     """PostgreSQL could not be reached, or the connection broke before the commit: nothing
     of the batch was stored for sure, and the client's retry (same ids) stores it once."""
@@ -350,15 +356,15 @@ class EventWriter:
         """Whether this loop has a pool (not so for a TestClient outside its lifespan)."""
         return asyncio.get_running_loop() in self.pools
 
-    async def signed_in(self, user_id: int, session_version: object) -> bool:
+    async def signed_in(self, user_id: int, session_version: object, sid: str = "") -> bool:
         """Whether the session is still valid (the batch itself was refused before)."""
         try:
             async with self._pool().connection(timeout=POOL_WAIT) as conn:
                 cur = psycopg.AsyncClientCursor(conn)
-                rows = await _results(cur, _USER.execute(), {"uid": user_id})
+                rows = await _results(cur, _USER.execute(), {"uid": user_id, "sid": sid})
         except psycopg.OperationalError as exc:
             raise Unavailable(str(exc)) from exc
-        return bool(rows[0]) and rows[0][0][0] == session_version
+        return bool(rows[0]) and _live(rows[0][0], session_version)
 
     async def ingest(
         self,
@@ -369,6 +375,7 @@ class EventWriter:
         events: list[ClientEvent],
         settings: Settings,
         now: datetime,
+        sid: str = "",
     ) -> Outcome | None:
         """Store what `read_batch` left of a batch; None when the session is no longer valid.
 
@@ -380,7 +387,9 @@ class EventWriter:
             try:
                 # A copy per attempt: the attempt adds its rejections and counts to it.
                 tried = replace(outcome, rejected=list(outcome.rejected))
-                return await self._ingest(user_id, session_version, tried, events, settings, now)
+                return await self._ingest(
+                    user_id, (session_version, sid), tried, events, settings, now
+                )
             except _StaleConnection as exc:
                 log.warning("events.stale_connection", error=str(exc)[:200], attempt=attempt)
                 if attempt == 2:
@@ -409,7 +418,7 @@ class EventWriter:
     async def _ingest(
         self,
         user_id: int,
-        session_version: object,
+        session: tuple[object, str],
         outcome: Outcome,
         events: list[ClientEvent],
         settings: Settings,
@@ -431,11 +440,13 @@ class EventWriter:
                 if counts is None:
                     sql += _COUNTS.execute()
             try:
-                results = await _results(cur, sql, {"uid": user_id, "missing": _array(missing)})
+                results = await _results(
+                    cur, sql, {"uid": user_id, "sid": session[1], "missing": _array(missing)}
+                )
             except psycopg.OperationalError as exc:
                 raise _StaleConnection(str(exc)) from exc
             user = results[1 if events else 0]
-            if not user or user[0][0] != session_version:
+            if not user or not _live(user[0], session[0]):
                 return None  # the pool's connection context ends the (read-only) transaction
             if not events:
                 return outcome

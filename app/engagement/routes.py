@@ -93,6 +93,8 @@ async def _fast(request: Request, writer: EventWriter) -> Response:
         raise LoginRequired()
     user_id: int = data["uid"]
     version = data.get("ver")
+    raw_sid = data.get("sid")
+    sid: str = raw_sid if isinstance(raw_sid, str) else ""
     body = await request.body()
     settings = request.app.state.settings
     now = utcnow()
@@ -102,7 +104,7 @@ async def _fast(request: Request, writer: EventWriter) -> Response:
             events = _events_of(body)
             outcome, parsed = service.read_batch(events, settings=settings, now=now)
         except (_BadBody, service.BadBatch) as exc:
-            if not await writer.signed_in(user_id, version):
+            if not await writer.signed_in(user_id, version, sid):
                 request.session.pop(SESSION_KEY, None)
                 raise LoginRequired() from None
             raise _refusal(exc, events) from None
@@ -113,6 +115,7 @@ async def _fast(request: Request, writer: EventWriter) -> Response:
             events=parsed,
             settings=settings,
             now=now,
+            sid=sid,
         )
     except Unavailable as exc:
         log.warning("events.unavailable", error=str(exc)[:200])

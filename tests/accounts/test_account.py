@@ -166,6 +166,20 @@ def test_sign_out(client: TestClient, engine: Engine) -> None:
     )
 
 
+def test_sign_out_ends_that_session_on_the_server_only(app: FastAPI, engine: Engine) -> None:
+    make_user(engine, "ada@example.com")
+    with TestClient(app) as laptop, TestClient(app) as copy, TestClient(app) as phone:
+        sign_in(laptop, engine, "ada@example.com")
+        sign_in(phone, engine, "ada@example.com")
+        copy.cookies.set("rapport_session", laptop.cookies["rapport_session"])
+        assert copy.get("/account").status_code == 200
+        laptop.post("/auth/logout", data={"csrftoken": csrf_token(laptop)})
+        # The copied cookie of the signed-out session signs nobody in any more ...
+        assert copy.get("/account", follow_redirects=False).status_code == 303
+        # ... while the same person's other session goes on.
+        assert phone.get("/account").status_code == 200
+
+
 def test_role_change_applies_at_once(app: FastAPI, engine: Engine) -> None:
     admin_id = make_user(engine, "admin@example.com", "admin")
     author_id = make_user(engine, "author@example.com", "author")

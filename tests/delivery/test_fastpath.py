@@ -30,7 +30,7 @@ from app.delivery.service import (
     grant_params,
     media_grant,
 )
-from tests.conftest import COURSES, make_user, sign_in
+from tests.conftest import COURSES, csrf_token, make_user, sign_in
 
 ONLY_POSTGRES = pytest.mark.parametrize(
     "database_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
@@ -65,11 +65,16 @@ def shop(app: FastAPI, engine: Engine, monkeypatch: pytest.MonkeyPatch) -> Shop:
     calls: list[int] = []
 
     def counted(
-        engine: Engine, *, lesson_id: int, user_id: int | None, session_version: int | None
+        engine: Engine,
+        *,
+        lesson_id: int,
+        user_id: int | None,
+        session_version: int | None,
+        sid: str | None = None,
     ) -> MediaGrant:
         calls.append(lesson_id)
         return media_grant(
-            engine, lesson_id=lesson_id, user_id=user_id, session_version=session_version
+            engine, lesson_id=lesson_id, user_id=user_id, session_version=session_version, sid=sid
         )
 
     # A 302 that leaves this list alone was answered by the fast path, before routing.
@@ -279,3 +284,24 @@ def test_postgres_pool_is_closed_at_shutdown(app: FastAPI, engine: Engine, shop:
         assert len(fast_path_of(app).readers) == 1
     assert fast_path_of(app).readers == {}
     wait_until(lambda: fast_path_backends(engine) == 0)
+
+
+def test_a_copied_cookie_stops_working_once_its_session_signed_out(
+    app: FastAPI, engine: Engine, shop: Shop
+) -> None:
+    """Sign-out ends the session on the server: the stream fast path and the event fast path
+    (both on PostgreSQL here) refuse a copy of the cookie, as the pages do."""
+    with TestClient(app) as buyer, TestClient(app) as thief:
+        sign_in(buyer, engine, "buyer@example.com")
+        thief.cookies.set("rapport_session", buyer.cookies["rapport_session"])
+        assert thief.get(shop.path, follow_redirects=False).status_code == 302
+        events = {"events": []}
+        headers = {"x-csrftoken": csrf_token(thief)}
+        assert thief.post("/api/v1/events", json=events, headers=headers).status_code == 202
+        buyer.post("/auth/logout", data={"csrftoken": csrf_token(buyer)})
+        assert thief.get(shop.path, follow_redirects=False).status_code == 401
+        assert thief.post("/api/v1/events", json=events, headers=headers).status_code == 401
+        assert thief.get("/account", follow_redirects=False).status_code == 303
+        # A new sign-in of the same person works as before.
+        sign_in(buyer, engine, "buyer@example.com")
+        assert buyer.get(shop.path, follow_redirects=False).status_code == 302
