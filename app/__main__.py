@@ -66,6 +66,9 @@ def migrate() -> None:
     out.print("[green]database is up to date[/green]")
 
 
+WORKERS_KILL_TIMEOUT = 10  # seconds for requests in flight to finish on SIGTERM
+
+
 @cli.command()
 def serve(
     host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
@@ -73,10 +76,14 @@ def serve(
     workers: Annotated[int, typer.Option(min=1, max=64)] = 1,
     migrate_first: Annotated[bool, typer.Option("--migrate/--no-migrate")] = True,
 ) -> None:
-    """Migrate, then serve the app with uvicorn."""
-    import uvicorn
+    """Migrate, then serve the app with granian."""
+    from granian.constants import HTTPModes, Interfaces, Loops
+    from granian.http import HTTP1Settings
+    from granian.log import LogLevels
+    from granian.server import Server
 
     from app import migrate as m
+    from app.guard import MAX_HEADERS
 
     settings = _settings()
     if migrate_first:
@@ -86,18 +93,31 @@ def serve(
             _database_error(exc)
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104
     out.print(f"[bold]Rapport[/bold] serving on [link]http://{shown}:{port}[/link]")
-    uvicorn.run(
-        "app.main:create_app",
+    # granian, not uvicorn: uvicorn sets no time limit on reading a request's headers (a
+    # client sending a byte a second keeps its connection for ever) and with httptools no
+    # size limit either (a 64 MiB header was read and answered 200). granian closes a
+    # connection whose headers are not complete in time, and answers 431 once they outgrow
+    # its buffer (twice the 64 KiB: hyper may refuse a head that nearly fills it, depending
+    # on how it arrives); the app's HeaderLimit makes the 64 KiB exact.
+    Server(
+        "app.main:create_served_app",
         factory=True,
-        host=host,
+        address=host,
         port=port,
         workers=workers,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-        proxy_headers=True,
-        log_level="warning",
-    )
+        interface=Interfaces.ASGI,
+        loop=Loops.uvloop,
+        http=HTTPModes.http1,  # HTTP/2 is for the proxy in front (README "Deploy")
+        http1_settings=HTTP1Settings(
+            header_read_timeout=settings.header_timeout * 1000,
+            max_buffer_size=2 * MAX_HEADERS,
+        ),
+        log_access=False,
+        log_level=LogLevels.warning,
+        # A worker still starting when SIGTERM comes misses it and would keep the server up
+        # for ever; after this many seconds of graceful stop it is killed.
+        workers_kill_timeout=WORKERS_KILL_TIMEOUT,
+    ).serve()
 
 
 @cli.command()

@@ -99,6 +99,9 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = True
     access_log: bool = True
+    # `rapport serve`: seconds a client has to send a request's headers (slow clients, and
+    # connections that send nothing, are closed after it).
+    header_timeout: int = Field(default=10, ge=1, le=60)
 
     @model_validator(mode="before")
     @classmethod

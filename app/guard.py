@@ -30,10 +30,36 @@ class BodyTooLarge(Exception):
     pass
 
 
+MAX_HEADERS = 64 * 1024
+JSON_431 = b'{"detail": "Request headers too large", "status": 431}'
+
+
+class HeaderLimit:
+    """Answer 431 to a request whose head (target and headers) is over `max_bytes` in all.
+
+    The HTTP server reads at most about twice that before it answers 431 itself (granian's
+    buffer, app/__main__.py); this makes the limit exact, whatever server runs the app.
+    """
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int = MAX_HEADERS) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            size = len(scope.get("raw_path") or b"") + len(scope.get("query_string", b""))
+            for name, value in scope["headers"]:
+                size += len(name) + len(value) + 4  # ": " and CRLF
+            if size > self.max_bytes:
+                await _reject(send, 431, JSON_431)
+                return
+        await self.app(scope, receive, send)
+
+
 class RequestGuard:
     """Refuse bodies over the limit (413) and multipart bodies without a boundary (400).
 
-    Runs before the CSRF middleware, which reads form bodies whole and expects a boundary.
+    Runs before the CSRF middleware (app/csrf.py), which reads form bodies up to the token.
     `larger` names the routes that take bigger bodies on purpose (path pattern, byte cap):
     the local-storage upload chunks (app/authoring/upload_routes.py), streamed to disk.
     """
@@ -71,7 +97,7 @@ class RequestGuard:
             try:
                 await self.app(scope, receive, send_tracking)
             except (UnicodeDecodeError, CookieError):
-                # Cookie headers that are not UTF-8 trip the CSRF layer's parser.
+                # Cookie headers that are not UTF-8, read as text by a layer inside.
                 if not started:
                     await _reject(send, 400, MALFORMED)
             return
@@ -120,6 +146,6 @@ class RequestGuard:
             if not started:
                 await _reject(send, 413, JSON_413)
         except (UnicodeDecodeError, CookieError):
-            # Form bodies or cookies that are not UTF-8 trip the CSRF layer's parser.
+            # Form bodies or cookies that are not UTF-8, read as text by a layer inside.
             if not started:
                 await _reject(send, 400, MALFORMED)

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import mimetypes
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 from urllib.parse import urlsplit
 
-from asgi_csrf import asgi_csrf  # type: ignore[import-untyped]
 from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
+from starlette.types import ASGIApp
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from app import ops
 from app.accounts import pages as accounts_pages
@@ -30,7 +33,7 @@ from app.checkout import routes as checkout_routes
 from app.checkout.attribution import FirstTouch
 from app.checkout.providers import make_provider
 from app.config import Settings, get_settings
-from app.csrf import EVERY_PATH, csrf_exempt, csrf_failed
+from app.csrf import CsrfMiddleware
 from app.db import make_engine
 from app.delivery import pages as delivery_pages
 from app.delivery import routes as delivery_routes
@@ -39,7 +42,7 @@ from app.delivery.storage import make_storage
 from app.engagement import routes as engagement_routes
 from app.engagement.fastpath import make_event_writer
 from app.errors import install_error_handlers
-from app.guard import RequestGuard
+from app.guard import HeaderLimit, RequestGuard
 from app.inquiries import pages as inquiry_pages
 from app.jobs.base import JobContext
 from app.jobs.runner import make_runner
@@ -47,6 +50,9 @@ from app.logs import RequestContextMiddleware, configure_logging
 from app.mail import make_mailer
 from app.ratelimit import make_limiter
 from app.web import LOCALE_COOKIE, LOCALES, safe_next
+
+if TYPE_CHECKING:
+    from uvicorn._types import ASGI3Application
 
 STATIC = Path(__file__).resolve().parent / "static"
 mimetypes.add_type("video/mp2t", ".ts")
@@ -129,13 +135,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         https_only=settings.secure_cookies,
     )
     app.add_middleware(
-        asgi_csrf,
-        signing_secret=settings.secret_key,
+        CsrfMiddleware,
+        secret=settings.secret_key,
         cookie_name="rapport_csrf",
         cookie_secure=settings.secure_cookies,
-        always_protect=EVERY_PATH,
-        skip_if_scope=csrf_exempt,
-        send_csrf_failed=csrf_failed,
     )
     # Bodies are capped at 1 MiB, except the upload chunks of local mode (streamed to disk).
     app.add_middleware(
@@ -159,6 +162,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         own_host=urlsplit(settings.base_url).hostname or "",
         secure=settings.secure_cookies,
     )
+    app.add_middleware(HeaderLimit)
     app.add_middleware(
         RequestContextMiddleware,
         access_log=settings.access_log,
@@ -199,3 +203,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static")
     return app
+
+
+def create_served_app() -> ASGIApp:
+    """The app as `rapport serve` runs it: client address and scheme from X-Forwarded-For and
+    -Proto, trusted only from FORWARDED_ALLOW_IPS (default 127.0.0.1,::1), as uvicorn does."""
+    trusted = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
+    # uvicorn's middleware declares the ASGI types its own way; both are the ASGI 3 interface.
+    inner = cast("ASGI3Application", create_app())
+    return cast(ASGIApp, ProxyHeadersMiddleware(inner, trusted_hosts=trusted))

@@ -340,6 +340,10 @@ MATRIX: dict[tuple[str, str], Case] = {
         lambda w: "/admin/exports/orders.csv?from=2026-01-01&to=2026-12-31",
         staff(LOGIN, 403, 403, 200),
     ),
+    ("GET", "/admin/exports/{name}.xlsx"): Case(
+        lambda w: "/admin/exports/orders.xlsx?from=2026-01-01&to=2026-12-31",
+        staff(LOGIN, 403, 403, 200),
+    ),
     ("POST", "/api/v1/events"): Case(
         lambda w: "/api/v1/events", signed_in(401, 400), {"events": "not JSON"}
     ),

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from typing import Annotated
 from urllib.parse import urlencode
 
@@ -14,7 +12,7 @@ from sqlmodel import col, select
 
 from app.accounts import service as accounts
 from app.accounts.models import Role, User
-from app.admin import charts, service
+from app.admin import charts, exports, service
 from app.admin.formats import Formats
 from app.admin.service import DateRange
 from app.deps import AdminUser, SessionDep, SettingsDep
@@ -22,7 +20,7 @@ from app.errors import NotFound
 from app.models_base import utcnow
 from app.web import flash, gettext_for, page, request_locale
 
-LEADS_SHOWN = 100  # per list on the page; the CSV export has them all
+LEADS_SHOWN = 100  # per list on the page; the exports have them all
 
 router = APIRouter(include_in_schema=False)
 log = structlog.get_logger()
@@ -156,16 +154,15 @@ def buyer_page(
 EXPORTS = ("funnel", "leads", "inquiries", "orders")
 
 
-@router.get("/admin/exports/{name}.csv")
-def export_csv(
+def _export_table(
     request: Request,
     session: SessionDep,
     settings: SettingsDep,
-    admin: AdminUser,
     name: str,
-    raw_from: FromQuery = None,
-    raw_to: ToQuery = None,
-) -> Response:
+    raw_from: str | None,
+    raw_to: str | None,
+) -> tuple[service.Rows, str]:
+    """The table of an export and the range its file name gives."""
     if name not in EXPORTS:
         raise NotFound()
     if name == "leads":
@@ -185,27 +182,44 @@ def export_csv(
         else:
             table = service.orders_table(session, period)
         span = f"{period.start.isoformat()}-{period.end.isoformat()}"
-    log.info("admin.export", name=name, rows=len(table[1]), by=admin.id)
-    return csv_response(table, f"rapport-{name}-{span}.csv")
+    return table, span
 
 
-def _cell(value: object) -> object:
-    # Text that Excel would run as a formula (=, +, -, @) is quoted: names come from buyers.
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
-    return value
+@router.get("/admin/exports/{name}.csv")
+def export_csv(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    admin: AdminUser,
+    name: str,
+    raw_from: FromQuery = None,
+    raw_to: ToQuery = None,
+) -> Response:
+    table, span = _export_table(request, session, settings, name, raw_from, raw_to)
+    log.info("admin.export", name=name, format="csv", rows=len(table[1]), by=admin.id)
+    return _download(exports.csv_bytes(table), exports.CSV_TYPE, f"rapport-{name}-{span}.csv")
 
 
-def csv_response(table: service.Rows, filename: str) -> Response:
-    """UTF-8 with a byte order mark, so that Excel shows umlauts; one header row."""
-    header, rows = table
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\r\n")
-    writer.writerow(header)
-    writer.writerows([_cell(v) for v in row] for row in rows)
+@router.get("/admin/exports/{name}.xlsx")
+def export_xlsx(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    admin: AdminUser,
+    name: str,
+    raw_from: FromQuery = None,
+    raw_to: ToQuery = None,
+) -> Response:
+    table, span = _export_table(request, session, settings, name, raw_from, raw_to)
+    log.info("admin.export", name=name, format="xlsx", rows=len(table[1]), by=admin.id)
+    body = exports.xlsx_bytes(table, title=name)
+    return _download(body, exports.XLSX_TYPE, f"rapport-{name}-{span}.xlsx")
+
+
+def _download(body: bytes, media_type: str, filename: str) -> Response:
     return Response(
-        ("\ufeff" + buffer.getvalue()).encode("utf-8"),
-        media_type="text/csv; charset=utf-8",
+        body,
+        media_type=media_type,
         headers={
             "Content-Disposition": f'attachment; filename="{filename}"',
             "Cache-Control": "no-store",

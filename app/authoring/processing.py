@@ -65,8 +65,11 @@ def _run(args: list[str]) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(args, capture_output=True, timeout=TOOL_TIMEOUT, check=False)  # noqa: S603
 
 
-def _last_line(raw: bytes) -> str:
-    text = raw.decode("utf-8", "replace").strip()
+def _last_line(raw: bytes, source: str) -> str:
+    """The tool's last message, without the file it names: a path on this server, or in S3
+    mode a signed link (ffprobe starts its message with "SOURCE: ")."""
+    text = raw.decode("utf-8", "replace").replace(source + ": ", "").replace(source, "")
+    text = text.strip()
     return text.splitlines()[-1][:200] if text else "no output"
 
 
@@ -81,7 +84,7 @@ def probe_video(ffprobe: str, source: str, protocols: str) -> float | None:
         ]
     )
     if done.returncode != 0:
-        raise Unusable(_("not a playable video") + ": " + _last_line(done.stderr))
+        raise Unusable(_("not a playable video") + ": " + _last_line(done.stderr, source))
     info = json.loads(done.stdout or b"{}")
     if not any(s.get("codec_type") == "video" for s in info.get("streams", [])):
         raise Unusable(_("the file has no video stream"))
@@ -241,8 +244,13 @@ def mark_failed(engine: Engine, asset_id: int, reason: str) -> None:
     log.warning("upload.failed", asset_id=asset_id, reason=reason)
 
 
+# What the author is told when the job itself broke (after its retries): the exception names
+# files on this server, so it goes to the log (job.failed) and not to the author.
+JOB_FAILED = _("the server could not finish it; please upload the file again")
+
+
 def _failed(ctx: JobContext, reason: str, *, asset_id: int) -> None:
-    mark_failed(ctx.engine, asset_id, _("processing failed") + ": " + reason)
+    mark_failed(ctx.engine, asset_id, _("processing failed") + ": " + JOB_FAILED)
 
 
 @job("process_upload", unique_by=("asset_id",), on_failure=_failed)

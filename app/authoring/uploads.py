@@ -13,6 +13,7 @@ import contextlib
 import fcntl
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -284,10 +285,21 @@ def presign_parts(
     }
 
 
+# Paths on this server and links (a signed one in S3 mode) have no place in what the author
+# reads; whatever puts them in a reason, they are cut out here, where every reason is stored.
+_LINK = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://\S+")
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.~-])(?:[A-Za-z]:)?[/\\][^\s'\",;:()\[\]]+")
+
+
+def for_author(reason: str) -> str:
+    """The reason without server paths or links ("a file", "a link" in their place)."""
+    return _ABSOLUTE_PATH.sub("a file", _LINK.sub("a link", reason))
+
+
 def fail(*, session: Session, asset: Asset, reason: str) -> None:
     """Mark the asset failed with a reason the author can act on."""
     asset.status = AssetStatus.failed
-    asset.failure_reason = reason[:500]
+    asset.failure_reason = for_author(reason)[:500]
     asset.upload_id = None
     session.add(asset)
 

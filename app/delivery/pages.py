@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 from sqlmodel import Session
@@ -25,6 +26,7 @@ from app.markdown import render_markdown
 from app.web import page, pick, request_locale
 
 router = APIRouter(include_in_schema=False)
+log = structlog.get_logger()
 
 
 def _find(product: ProductView, key: str) -> tuple[LessonView, int, list[LessonView]]:
@@ -210,6 +212,12 @@ def download_copy(
         session=session, user=user, asset_id=row.asset_id, product_id=product.id
     )
     state = request.app.state
+    if copy.status == CopyStatus.ready and not state.storage.exists(copy.storage_key or ""):
+        # The stamped file is gone from storage: make it again rather than hand out (and
+        # count) a link to nothing. Storage that does not answer raises: a 503, nothing counted.
+        log.warning("copy.missing", copy_id=copy.id, key=copy.storage_key)
+        copy.status = CopyStatus.pending
+        session.add(copy)
     if created or copy.status == CopyStatus.pending:
         # Queued again on each visit while pending: the runner keeps one job per copy, and a
         # job lost to a restart is made up for by the buyer's next visit.
@@ -235,12 +243,6 @@ def download_copy(
             product=product,
             lesson=lesson,
         )
-    copy.downloads += 1
-    session.add(copy)
-    assert user.id is not None
-    engagement.record_download(
-        session.connection(), user_id=user.id, product_id=product.id, lesson_id=lesson.id
-    )
     filename = f"{pick(product.title, request_locale(request))} - {user.name or user.email}.pdf"
     url = state.storage.download_url(
         copy.storage_key,
@@ -248,5 +250,13 @@ def download_copy(
         content_type="application/pdf",
         filename=filename,
         disposition="attachment",
+    )
+    # Counted once the file is known to be there and its link is made: a failure before
+    # this point (stamping, storage) costs the buyer none of their downloads.
+    copy.downloads += 1
+    session.add(copy)
+    assert user.id is not None
+    engagement.record_download(
+        session.connection(), user_id=user.id, product_id=product.id, lesson_id=lesson.id
     )
     return RedirectResponse(url, status_code=303, headers={"Cache-Control": "private, no-store"})

@@ -13,6 +13,9 @@ with a password we do not have, or without pages) raises `StampError` and nothin
 job that stamps can mark the asset failed and tell the author; reading the source or writing
 the target may still raise `OSError`, which is not the document's fault.
 
+Nothing in a copy acts by itself: scripts, launch actions and automatic actions (/OpenAction,
+/AA) are removed before the footer is drawn; links to the web and form fields stay.
+
 The footer uses the standard Helvetica font (WinAnsiEncoding, nothing embedded), so characters
 it cannot show are transliterated where that is safe ("Ł" → "L") and shown as "?" otherwise
 ("山田" → "??"); the exact text is kept as the footer's /ActualText (what copy and search give),
@@ -30,7 +33,7 @@ import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import pikepdf
 from pikepdf import Array, Dictionary, Name, Pdf, String
@@ -170,6 +173,7 @@ def _stamp(source: BinaryIO | Path, target: BinaryIO | Path, stamp: Stamp, text:
             pages = len(pdf.pages)
             if pages == 0:
                 raise StampError("the PDF has no pages")
+            _strip_active_content(pdf)
             _stamp_pages(pdf, text)
             _stamp_metadata(pdf, stamp, text)
             # 1.4: the band's opacity. Object streams, compression and encryption as they were.
@@ -212,6 +216,111 @@ def _damaged(source: BinaryIO | Path, problem: object) -> str:
     return f"the PDF is damaged or incomplete ({detail}); export it again and re-upload it"
 
 
+# --- active content -------------------------------------------------------------------------
+
+# Actions that run code or other programs. A buyer's copy must not do anything by itself when
+# opened or scrolled, nor on a click; links to the web (URI, GoTo) stay.
+_ACTIVE_ACTIONS = frozenset({Name.JavaScript, Name.Launch, Name.ImportData})
+
+
+def _strip_active_content(pdf: Pdf) -> None:
+    """Remove scripts and automatic actions from the document: its /OpenAction and /AA, the
+    /Names /JavaScript tree, XFA forms (which carry scripts), and every /AA and active /A
+    of form fields and outline items. Pages and their annotations are cleaned in the page
+    loop of `_stamp_pages`, which reads each page's keys anyway. Active actions: JavaScript,
+    Launch, ImportData, a `javascript:` URI, also further down an action's /Next chain.
+    Objects no longer referenced are not saved."""
+    root = pdf.Root
+    for key in ("/OpenAction", "/AA"):
+        if key in root:
+            del root[key]
+    names = root.get("/Names")
+    if isinstance(names, Dictionary) and "/JavaScript" in names:
+        del names["/JavaScript"]
+    form = root.get("/AcroForm")
+    if isinstance(form, Dictionary):
+        if "/XFA" in form:
+            del form["/XFA"]
+        fields = form.get("/Fields")
+        if isinstance(fields, Array):
+            _strip_tree(list(fields), ("/Kids",))
+    outlines = root.get("/Outlines")
+    if isinstance(outlines, Dictionary):
+        _strip_tree([outlines], ("/First", "/Next"))
+
+
+def _strip_tree(start: list[Any], links: tuple[str, ...]) -> None:
+    """_strip_from on every dictionary reachable from `start` through the `links` keys."""
+    seen: set[tuple[int, int]] = set()
+    todo = start
+    while todo:
+        node = todo.pop()
+        if not isinstance(node, Dictionary):
+            continue
+        if node.is_indirect:
+            if node.objgen in seen:
+                continue  # a damaged tree may loop
+            seen.add(node.objgen)
+        _strip_from(node)
+        for link in links:
+            if link in node:
+                child = node[link]
+                todo.extend(child if isinstance(child, Array) else [child])
+
+
+def _strip_annotations(annots: object) -> None:
+    if isinstance(annots, Array):
+        for annot in annots:
+            if isinstance(annot, Dictionary):
+                _strip_from(annot)
+
+
+def _strip_from(holder: Dictionary) -> None:
+    if "/AA" in holder:
+        del holder["/AA"]
+    if "/A" in holder:
+        action = holder["/A"]
+        if _is_active(action):
+            del holder["/A"]
+        elif isinstance(action, Dictionary):
+            _strip_chain(action)
+
+
+def _strip_chain(action: Dictionary) -> None:
+    """Drop the active actions from the /Next chain of an action that stays."""
+    seen: set[tuple[int, int]] = set()
+    todo = [action]
+    while todo:
+        current = todo.pop()
+        if current.is_indirect:
+            if current.objgen in seen:
+                continue  # a chain may loop
+            seen.add(current.objgen)
+        if "/Next" not in current:
+            continue
+        following = current["/Next"]
+        if isinstance(following, Array):
+            for index in reversed(range(len(following))):
+                if _is_active(following[index]):
+                    del following[index]
+            todo.extend(a for a in following if isinstance(a, Dictionary))
+        elif _is_active(following):
+            del current["/Next"]
+        elif isinstance(following, Dictionary):
+            todo.append(following)
+
+
+def _is_active(value: object) -> bool:
+    if not isinstance(value, Dictionary):
+        return False
+    if "/JS" in value:
+        return True
+    kind = value.get("/S")
+    if kind in _ACTIVE_ACTIONS:
+        return True
+    return kind == Name.URI and str(value.get("/URI", "")).strip().lower().startswith("javascript:")
+
+
 # --- pages ----------------------------------------------------------------------------------
 
 
@@ -237,6 +346,10 @@ def _stamp_pages(pdf: Pdf, text: str) -> None:
         crop = obj.CropBox if "/CropBox" in keys else None
         media = obj.MediaBox if "/MediaBox" in keys else None
         rotate = _rotation(obj.Rotate) if "/Rotate" in keys else 0
+        if "/AA" in keys:
+            del obj["/AA"]  # actions on opening or closing the page
+        if "/Annots" in keys:
+            _strip_annotations(obj.Annots)
         key = (_fingerprint(crop), _fingerprint(media), rotate)
         placement = placements.get(key)
         if placement is None:

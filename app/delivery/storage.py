@@ -9,6 +9,7 @@ import re
 import shutil
 import tempfile
 import time
+import unicodedata
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -113,11 +114,33 @@ class Storage(Protocol):
         ...
 
 
+# A saved file's name: at most this many bytes of UTF-8 in `filename*` (file systems take
+# 255, and browsers add " (1)" and the like), and this many characters in the ASCII
+# `filename` for browsers without RFC 6266. Together at most 591 characters of header, under
+# the 600 that the app's /media route accepts for a signed disposition.
+FILENAME_BYTES = 150
+FILENAME_ASCII = 100
+_UNSAFE_IN_NAME = re.compile(r'[\x00-\x1f\x7f/\\"]')
+
+
 def content_disposition(disposition: Disposition, filename: str | None) -> str:
+    """RFC 6266: `filename*=UTF-8''...` (RFC 5987) with the name cut at a whole character,
+    and an ASCII `filename="..."` fallback; both keep the extension."""
     if not filename:
         return disposition
-    ascii_name = re.sub(r"[^A-Za-z0-9._ -]", "_", filename)[:150] or "download"
-    return f"{disposition}; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename)}"
+    name = _UNSAFE_IN_NAME.sub("_", unicodedata.normalize("NFC", filename))
+    stem, dot, ext = name.rpartition(".")
+    if not dot or not stem or not 0 < len(ext) <= 8 or not ext.isascii() or not ext.isalnum():
+        stem, ext = name, ""
+    suffix = f".{ext}" if ext else ""
+    budget = FILENAME_BYTES - len(suffix)
+    full = stem.encode()[:budget].decode("utf-8", "ignore").rstrip() + suffix
+    # The fallback: accents dropped ("ü" → "u"), other letters as "_", runs collapsed.
+    plain = "".join(c for c in unicodedata.normalize("NFKD", stem) if not unicodedata.combining(c))
+    plain = re.sub(r"[^A-Za-z0-9._ -]+", "_", plain)
+    plain = re.sub(r"_( ?_)+", "_", plain)[: FILENAME_ASCII - len(suffix)].strip(" _")
+    fallback = (plain or "download") + suffix
+    return f"{disposition}; filename=\"{fallback}\"; filename*=UTF-8''{quote(full, safe='')}"
 
 
 class LocalStorage:

@@ -50,7 +50,9 @@ class _BadBody(Exception):
 def _events_of(body: bytes) -> object:
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        # RecursionError: nested deeper than the interpreter's recursion limit (~1,000 levels);
+        # no event has more than one level, so such a body is malformed, not a server fault.
         raise _BadBody() from None
     return data.get("events") if isinstance(data, dict) else None
 

@@ -8,7 +8,7 @@ import io
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from app.accounts.models import User
 from tests.admin.story import FROM, TO, Story
@@ -90,3 +90,114 @@ def test_umlauts_and_formulas(admin_client: TestClient, engine: Engine, story: S
 
 def test_unknown_export_is_404(admin_client: TestClient) -> None:
     assert admin_client.get("/admin/exports/users.csv").status_code == 404
+
+
+# Text that a spreadsheet would run: at the start of a cell, and after a `,` or `;` inside a
+# value, where a reader that splits on the other separator starts a new cell.
+HOSTILE = {
+    "company": "x;=1+1;",
+    "user": 'Kim,+SUM(A1);"@cmd',
+    "order": "a;\t-2,-3",
+}
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _hostile_story(engine: Engine, story: Story) -> None:
+    from app.accounts.models import Company
+    from app.checkout.models import Order
+    from tests.admin.story import GAMMA
+
+    with Session(engine) as s:
+        company = s.get(Company, story.companies[GAMMA])
+        user = s.get(User, story.users["u5"])
+        assert company is not None and user is not None
+        company.name = HOSTILE["company"]
+        user.name = HOSTILE["user"]
+        for order in s.exec(select(Order)):
+            order.company_name = HOSTILE["order"]
+        s.commit()
+
+
+def _exports(client: TestClient, ext: str) -> dict[str, bytes]:
+    urls = {
+        "leads": f"/admin/exports/leads.{ext}",
+        "funnel": f"/admin/exports/funnel.{ext}?from={FROM}&to={TO}",
+        "orders": f"/admin/exports/orders.{ext}?from={FROM}&to={TO}",
+        "inquiries": f"/admin/exports/inquiries.{ext}?from={FROM}&to={TO}",
+    }
+    found = {}
+    for name, url in urls.items():
+        r = client.get(url)
+        assert r.status_code == 200, (url, r.text[:300])
+        found[name] = r.content
+    return found
+
+
+def test_no_cell_starts_a_formula_with_either_separator(
+    admin_client: TestClient, engine: Engine, story: Story
+) -> None:
+    _hostile_story(engine, story)
+    exports = _exports(admin_client, "csv")
+    seen = "".join(body.decode("utf-8-sig") for body in exports.values())
+    for value in HOSTILE.values():  # the names are there, neutralised, not dropped
+        assert value.split(";")[0].split(",")[0] in seen
+    for name, body in exports.items():
+        text = body.decode("utf-8-sig")
+        for delimiter in (",", ";"):
+            for row in csv.reader(io.StringIO(text, newline=""), delimiter=delimiter):
+                for cell in row:
+                    assert not cell.startswith(FORMULA_START), (name, delimiter, cell, row)
+
+
+def test_xlsx_exports_hold_text_never_formulas(
+    admin_client: TestClient, engine: Engine, story: Story
+) -> None:
+    from openpyxl import load_workbook
+
+    _hostile_story(engine, story)
+    with Session(engine) as s:  # control characters are not allowed in xlsx text
+        user = s.get(User, story.users["u9"])
+        assert user is not None
+        user.name = "=Bell\x07 and \x01"
+        s.commit()
+    r = admin_client.get(f"/admin/exports/orders.xlsx?{EMPTY}")
+    assert r.headers["content-type"] == (
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+    )
+    assert r.headers["content-disposition"] == (
+        'attachment; filename="rapport-orders-2025-01-01-2025-01-31.xlsx"'
+    )
+    for name, body in _exports(admin_client, "xlsx").items():
+        sheet = load_workbook(io.BytesIO(body)).active
+        assert sheet is not None
+        rows = list(sheet.iter_rows())
+        assert rows, name
+        texts = []
+        for row in rows:
+            for cell in row:
+                assert cell.data_type != "f", (name, cell.coordinate, cell.value)
+                texts.append(str(cell.value))
+        joined = "\n".join(texts)
+        if name == "leads":
+            assert HOSTILE["user"] in joined and HOSTILE["company"] in joined
+            assert "=Bell" in joined
+        if name == "orders":
+            assert HOSTILE["order"] in joined
+    # The same table as the CSV, cell for cell (numbers as numbers).
+    csv_rows = rows_of(admin_client.get(f"/admin/exports/funnel.csv?from={FROM}&to={TO}").content)
+    book = load_workbook(
+        io.BytesIO(admin_client.get(f"/admin/exports/funnel.xlsx?from={FROM}&to={TO}").content)
+    ).active
+    assert book is not None
+    xlsx_rows = [
+        ["" if v is None else str(v) for v in row] for row in book.iter_rows(values_only=True)
+    ]
+    assert xlsx_rows == csv_rows
+
+
+def test_dashboard_links_both_formats(admin_client: TestClient, story: Story) -> None:
+    page = admin_client.get(f"/admin?from={FROM}&to={TO}").text
+    for name in ("funnel", "leads", "inquiries", "orders"):
+        assert f"/admin/exports/{name}.csv?" in page
+        assert f"/admin/exports/{name}.xlsx?" in page
+    assert "/admin/exports/leads.xlsx" in admin_client.get("/admin/leads").text

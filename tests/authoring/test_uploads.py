@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -555,3 +556,41 @@ def test_buyers_and_visitors_are_refused_on_every_upload_route(
     (asset,) = assets(engine)
     assert asset.status == AssetStatus.uploading  # untouched
     assert author.get(f"{API}/uploads/{upload['id']}/parts").json()["received"] == 0
+
+
+# What the author is told names no server path ------------------------------------------------
+
+# An absolute path (POSIX or Windows), a temporary folder, a signed link, a traceback.
+LEAKS = re.compile(r"(^|[\s'\"(=])(/|[A-Za-z]:\\)\w|/tmp|rapport-process-|X-Amz-|Traceback|File \"")
+
+
+def assert_no_leak(status: dict[str, Any]) -> None:
+    for field in ("reason", "note"):
+        assert not LEAKS.search(status[field]), status[field]
+
+
+def test_failure_reasons_name_no_server_paths(
+    author: TestClient, engine: Engine, tmp_path: Path
+) -> None:
+    video = upload_whole(author, b"\0\0\0\x20ftypisom" + b"\x13" * 40_000, "video", "cut.mp4")
+    pdf = upload_whole(author, b"%PDF-1.7\n" + b"garbage " * 2000, "pdf", "broken.pdf")
+    for asset_id, start_of_reason in ((video, "not a playable video"), (pdf, "not a readable")):
+        status = author.get(f"{API}/uploads/{asset_id}").json()
+        assert status["status"] == "failed" and status["reason"].startswith(start_of_reason)
+        assert_no_leak(status)
+        de = author.get(f"{API}/uploads/{asset_id}", headers={"Accept-Language": "de"}).json()
+        assert_no_leak(de)
+
+
+def test_a_job_that_fails_tells_the_author_no_paths(
+    author: TestClient, engine: Engine, small_mp4: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full_disk(*args: object, **kwargs: object) -> object:
+        raise OSError(28, "No space left on device", "/tmp/rapport-process-x1y2/source")
+
+    monkeypatch.setattr(processing, "inspect_asset", full_disk)
+    author.app.state.jobs.backoff = ()  # type: ignore[attr-defined]  # fail for good at once
+    asset_id = upload_whole(author, small_mp4.read_bytes(), "video", "a.mp4")
+    status = author.get(f"{API}/uploads/{asset_id}").json()
+    assert status["status"] == "failed" and status["reason"].startswith("processing failed")
+    assert_no_leak(status)

@@ -295,7 +295,7 @@ def test_a_copied_cookie_stops_working_once_its_session_signed_out(
         sign_in(buyer, engine, "buyer@example.com")
         thief.cookies.set("rapport_session", buyer.cookies["rapport_session"])
         assert thief.get(shop.path, follow_redirects=False).status_code == 302
-        events = {"events": []}
+        events: dict[str, list[object]] = {"events": []}
         headers = {"x-csrftoken": csrf_token(thief)}
         assert thief.post("/api/v1/events", json=events, headers=headers).status_code == 202
         buyer.post("/auth/logout", data={"csrftoken": csrf_token(buyer)})

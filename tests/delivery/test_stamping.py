@@ -390,3 +390,130 @@ def test_messages_say_what_is_wrong() -> None:
 def test_a_missing_source_is_an_os_error_not_the_documents_fault(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         stamp_pdf(tmp_path / "missing.pdf", tmp_path / "copy.pdf", ADA)
+
+
+# --- no active content reaches a buyer ---------------------------------------------------
+
+
+def _js(pdf: pikepdf.Pdf, code: str, *, indirect: bool = False) -> pikepdf.Object:
+    action = Dictionary(S=Name.JavaScript, JS=pikepdf.String(code))
+    return pdf.make_indirect(action) if indirect else action
+
+
+def _active_pdf() -> bytes:
+    """A PDF with every kind of script and auto-action a viewer might run."""
+    pdf = pikepdf.open(io.BytesIO(make_pdf(2)))
+    root = pdf.Root
+    root.OpenAction = _js(pdf, "app.alert('opened')", indirect=True)
+    root.AA = Dictionary(WC=_js(pdf, "app.alert('closing')"))
+    script = pdf.make_indirect(
+        Dictionary(S=Name.JavaScript, JS=pdf.make_stream(b"this.submitForm('https://x')"))
+    )
+    root.Names = Dictionary(
+        JavaScript=Dictionary(Names=Array([pikepdf.String("init"), script])),
+        Dests=Dictionary(Names=Array([])),  # not active: stays
+    )
+    first, second = pdf.pages[0], pdf.pages[1]
+    first.obj.AA = Dictionary(O=_js(pdf, "app.alert('page open')"))
+    uri = Dictionary(S=Name.URI, URI=pikepdf.String("https://example.com/book"))
+    link = pdf.make_indirect(
+        Dictionary(
+            Type=Name.Annot,
+            Subtype=Name.Link,
+            Rect=Array([72, 72, 200, 90]),
+            A=Dictionary(
+                S=Name.URI,
+                URI=pikepdf.String("https://example.com/next"),
+                Next=Array([_js(pdf, "app.launchURL('x')"), uri]),
+            ),
+        )
+    )
+    scripted_link = Dictionary(
+        Type=Name.Annot,
+        Subtype=Name.Link,
+        Rect=Array([72, 100, 200, 118]),
+        A=_js(pdf, "app.alert('click')", indirect=True),
+        AA=Dictionary(E=_js(pdf, "app.alert('enter')")),
+    )
+    launch = Dictionary(
+        Type=Name.Annot,
+        Subtype=Name.Link,
+        Rect=Array([72, 130, 200, 148]),
+        A=Dictionary(S=Name.Launch, F=pikepdf.String("calc.exe")),
+    )
+    js_uri = Dictionary(
+        Type=Name.Annot,
+        Subtype=Name.Link,
+        Rect=Array([72, 160, 200, 178]),
+        A=Dictionary(S=Name.URI, URI=pikepdf.String("javascript:app.alert(1)")),
+    )
+    widget = pdf.make_indirect(
+        Dictionary(
+            Type=Name.Annot,
+            Subtype=Name.Widget,
+            FT=Name.Tx,
+            T=pikepdf.String("name"),
+            Rect=Array([72, 200, 300, 220]),
+            AA=Dictionary(K=_js(pdf, "event.value = 1"), F=_js(pdf, "AFNumber_Format()")),
+        )
+    )
+    first.obj.Annots = Array([link, scripted_link, launch, widget])
+    second.obj.Annots = Array([js_uri])
+    root.AcroForm = Dictionary(Fields=Array([widget]))
+    root.Outlines = pdf.make_indirect(Dictionary(Type=Name.Outlines))
+    item = pdf.make_indirect(
+        Dictionary(Title=pikepdf.String("Start"), Parent=root.Outlines, A=_js(pdf, "x()"))
+    )
+    root.Outlines.First = item
+    root.Outlines.Last = item
+    out = io.BytesIO()
+    pdf.save(out)
+    return out.getvalue()
+
+
+def _every_object(pdf: pikepdf.Pdf) -> list[pikepdf.Object]:
+    """The trailer and every object reachable from it, direct ones included."""
+    found: list[pikepdf.Object] = []
+    seen: set[tuple[int, int]] = set()
+    todo: list[object] = [pdf.trailer]
+    while todo:
+        obj = todo.pop()
+        if not isinstance(obj, pikepdf.Object):
+            continue  # numbers, booleans and the like come back as Python values
+        if obj.is_indirect:
+            if obj.objgen in seen:
+                continue
+            seen.add(obj.objgen)
+        found.append(obj)
+        if isinstance(obj, Dictionary | pikepdf.Stream):
+            todo.extend(obj[key] for key in obj.keys())  # noqa: SIM118 - pikepdf keys
+        elif isinstance(obj, Array):
+            todo.extend(obj)
+    return found
+
+
+def test_stamped_copies_carry_no_scripts_or_auto_actions() -> None:
+    source = _active_pdf()
+    with pikepdf.open(io.BytesIO(source)) as before:  # the test PDF really has them all
+        assert "/OpenAction" in before.Root and "/JavaScript" in before.Root.Names
+    data, pages = stamped(source)
+    assert pages == 2
+    with pikepdf.open(io.BytesIO(data)) as pdf:
+        for obj in _every_object(pdf):
+            if isinstance(obj, Dictionary | pikepdf.Stream):
+                keys = set(obj.keys())
+                assert not keys & {"/OpenAction", "/AA", "/JS", "/JavaScript"}, keys
+                if "/S" in keys:
+                    assert obj.S not in (Name.JavaScript, Name.Launch), repr(obj)
+                if "/URI" in keys:
+                    assert not str(obj.URI).lower().startswith("javascript:")
+        # What is not active stays: links to the web, the form field, the outline, the stamp.
+        annots = pdf.pages[0].obj.Annots
+        assert str(annots[0].A.URI) == "https://example.com/next"
+        assert [str(a.URI) for a in annots[0].A.Next] == ["https://example.com/book"]
+        assert "/Dests" in pdf.Root.Names
+        assert str(pdf.Root.AcroForm.Fields[0].T) == "name"
+        assert str(pdf.Root.Outlines.First.Title) == "Start"
+        for page in pdf.pages:
+            assert shown_text(stamp_xobject(page)) == stamp_text(ADA).encode("cp1252")
+    assert_valid(data)
